@@ -1,0 +1,94 @@
+"""The parse cache: a ratings source is parsed once, then loaded from `<cache_dir>/<key>.parquet`.
+
+The key is the sha256 of the source's content (for a directory, each relevant file's name and content,
+in sorted order) and of the reader settings, so an edited file or a changed setting is a miss, never a
+stale hit. Writes go to a temp file in the cache directory and are then renamed over the final name, so a
+killed run leaves at worst a `.tmp` file that no later run reads; an unreadable cache file is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from rrnx.data import readers
+from rrnx.errors import DataError
+
+HASH_BLOCK_BYTES = 8 * 2**20
+
+
+def default_cache_dir() -> Path:
+    """$RRNX_CACHE if set, else ~/.cache/rrnx."""
+    configured = os.environ.get("RRNX_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "rrnx"
+
+
+def cache_key(path, format: str, columns: dict | None, sep: str | None, scale) -> str:
+    """sha256 of the source content and the reader settings; `format` must already be resolved."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    settings = {"format": format, "columns": columns, "sep": sep, "scale": list(scale) if scale else None}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for file in sorted(readers.source_files(path, format), key=lambda f: f.name):
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            while block := handle.read(HASH_BLOCK_BYTES):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def load_ratings(path, format="auto", columns=None, sep=None, scale=None, cache_dir=None,
+                 progress=True) -> pd.DataFrame:
+    """read_ratings with a cache: the same source and settings parse once (the canonical table either way)."""
+    path = Path(path)
+    if format not in readers.FORMATS + ("auto",):
+        raise DataError(f"unknown format '{format}'; valid formats: auto, {', '.join(readers.FORMATS)}")
+    format = readers.detect_format(path) if format == "auto" else format
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = cache_dir / f"{cache_key(path, format, columns, sep, scale)}.parquet"
+    table = _read_cached(cached)
+    if table is not None:
+        return table
+    table = readers.read_ratings(path, format=format, columns=columns, sep=sep, scale=scale, progress=progress)
+    _write_atomic(table, cached)
+    return table
+
+
+def _read_cached(cached: Path) -> pd.DataFrame | None:
+    if not cached.is_file():
+        return None
+    try:
+        table = pd.read_parquet(cached)
+    except Exception as error:  # any unreadable cache file is only a miss
+        warnings.warn(f"ignoring unreadable cache file {cached} ({error}); rebuilding it", stacklevel=3)
+        return None
+    if list(table.columns) != list(readers.CANONICAL_COLUMNS):
+        return None
+    return table
+
+
+def _write_atomic(table: pd.DataFrame, cached: Path) -> None:
+    """Write next to the final name, then rename: readers see the old file, the new one, or none."""
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.stem}.", suffix=".tmp")
+        os.close(handle)
+    except OSError as error:  # a cache that cannot be written costs speed, not the run
+        warnings.warn(f"cannot write the parse cache in {cached.parent} ({error})", stacklevel=3)
+        return
+    try:
+        table.to_parquet(temp_name, index=False)
+        os.replace(temp_name, cached)
+    finally:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)

@@ -1,0 +1,462 @@
+"""Ratings readers: Netflix Prize, MovieLens, MovieTweetings, generic CSV / Parquet -> the canonical table.
+
+The canonical table has the columns ``user, item, rating, timestamp`` in that order: the file's own ids
+(int64 when every id is an integer, else str), float32 ratings, int64 unix seconds (UTC), rows in file order.
+
+Text formats are parsed by pandas' C engine in chunks of whole lines, read with ``skip_blank_lines=False``
+so that row ``i`` of a chunk is line ``i`` of it: a bad value found by a vectorised check is reported with
+the file and 1-based line it came from, without a per-line Python loop on the happy path.
+See docs/data-formats.md for the formats and the auto-detection rules.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from rrnx.errors import DataError
+
+FORMATS = ("netflix", "movielens", "movietweetings", "csv", "parquet")
+DEFAULT_SCALES = {"netflix": (1.0, 5.0), "movielens": (0.5, 5.0), "movietweetings": (0.0, 10.0)}
+CANONICAL_COLUMNS = ("user", "item", "rating", "timestamp")
+PROGRESS_MIN_BYTES = 50 * 2**20  # below this, parsing takes about a second: no bar
+CHUNK_BYTES = 32 * 2**20
+MOVIELENS_FILES = ("ratings.csv", "ratings.dat", "u.data")
+MOVIELENS_CSV_HEADER = ["userId", "movieId", "rating", "timestamp"]
+NETFLIX_HEADER = re.compile(rb"^\s*\d+:\s*$")
+
+
+@dataclass
+class _Text:
+    """The bytes of one or more text files, with where each file and each parsed chunk starts."""
+
+    data: bytes
+    files: list[tuple[Path, int]]  # (file, index of its first line in `data`)
+    chunks: list[tuple[int, int, int]] = field(default_factory=list)  # (first byte, end byte, first line index)
+
+    def where(self, line_index: int) -> str:
+        """`name:line` (1-based, as in an editor) of a global 0-based line index."""
+        path, first = next((p, f) for p, f in reversed(self.files) if f <= line_index)
+        return f"{path.name}:{line_index - first + 1}"
+
+    def line(self, line_index: int) -> str:
+        start, end, first = next(chunk for chunk in reversed(self.chunks) if chunk[2] <= line_index)
+        lines = self.data[start:end].split(b"\n", line_index - first + 1)
+        return lines[line_index - first].rstrip(b"\r").decode("utf-8", "replace")
+
+    def fail(self, line_index: int, message: str) -> DataError:
+        return DataError(f"{self.where(line_index)}: {message}")
+
+
+def _read_text(paths: list[Path]) -> _Text:
+    """Concatenate files (each ending in a newline) so that one parse covers a directory of many."""
+    parts, files, line_count = [], [], 0
+    for path in paths:
+        content = _read_bytes(path)
+        if content and not content.endswith(b"\n"):
+            content += b"\n"
+        files.append((path, line_count))
+        line_count += content.count(b"\n")
+        parts.append(content)
+    return _Text(b"".join(parts), files)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def _parse_chunks(text: _Text, parse_chunk: Callable[[bytes], pd.DataFrame], skip_lines: int, progress: bool,
+                  layout: str) -> pd.DataFrame:
+    """Parse `text` after its first `skip_lines` lines, chunk by chunk; one row per line (blank lines too)."""
+    data, start, line_index = text.data, 0, skip_lines
+    for _ in range(skip_lines):
+        start = data.index(b"\n", start) + 1
+    frames = []
+    show = progress and len(data) > PROGRESS_MIN_BYTES
+    with tqdm(total=len(data), initial=start, unit="B", unit_scale=True, disable=not show, file=sys.stderr,
+              desc=f"parsing {text.files[0][0].name}") as bar:
+        while start < len(data):
+            end = data.find(b"\n", min(start + CHUNK_BYTES, len(data) - 1))
+            end = len(data) if end < 0 else end + 1
+            chunk = data[start:end]
+            text.chunks.append((start, end, line_index))
+            frames.append(_parse_one(text, chunk, line_index, parse_chunk, layout))
+            line_index += chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+            bar.update(end - start)
+            start = end
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    frame.index += skip_lines  # index = global line index
+    return frame
+
+
+def _parse_one(text: _Text, chunk: bytes, first_line: int, parse_chunk, layout: str) -> pd.DataFrame:
+    try:
+        return parse_chunk(chunk)
+    except pd.errors.ParserError as error:  # a line with too many fields
+        found = re.search(r"in line (\d+)", str(error))
+        if not found:
+            raise DataError(f"{text.where(first_line)}: cannot parse: {error}") from None
+        raise _expected_fields(text, first_line + int(found.group(1)) - 1, layout) from None
+
+
+def _expected_fields(text: _Text, bad: int, layout: str) -> DataError:
+    return text.fail(bad, f"expected '{layout}', got '{text.line(bad)}'")
+
+
+def _first(mask: pd.Series) -> int | None:
+    """Index label (= global line index) of the first True, or None."""
+    hits = np.flatnonzero(mask.to_numpy())
+    return None if len(hits) == 0 else int(mask.index[hits[0]])
+
+
+# ---------------------------------------------------------------- values -> canonical columns
+
+
+def _ids(values: pd.Series) -> pd.Series:
+    """int64 when every id is an integer, else str (ids are kept as the file wrote them)."""
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("int64")
+    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
+        return values.astype("int64")  # blank lines made the column float; ids were integers
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all() and (numbers % 1 == 0).all():
+        return numbers.astype("int64")
+    return values.astype(str)
+
+
+def _ratings(values: pd.Series, where: Callable[[int], DataError], scale) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = _first(numbers.isna())
+    if bad is not None:
+        raise where(bad, f"rating '{values[bad]}' is not a number")
+    if scale is not None:
+        low, high = scale
+        bad = _first((numbers < low) | (numbers > high))
+        if bad is not None:
+            raise where(bad, f"rating {float(numbers[bad])} outside the declared scale {low:g}..{high:g}")
+    return numbers.astype("float32")
+
+
+def _unix_seconds(values: pd.Series, where, allow_dates: bool) -> pd.Series:
+    """Unix seconds from numbers, or (when `allow_dates`) from date/datetime strings, naive ones taken as UTC."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return _datetimes_to_seconds(values)
+    numbers = pd.to_numeric(values, errors="coerce")
+    if pd.api.types.is_integer_dtype(numbers):
+        return numbers.astype("int64")
+    if numbers.notna().all():
+        return np.floor(numbers).astype("int64")
+    if not allow_dates:
+        bad = _first(numbers.isna())
+        raise where(bad, f"timestamp '{values[bad]}' is not a number of unix seconds")
+    as_text = values.astype(str)
+    dates = pd.to_datetime(as_text, utc=True, errors="coerce", format="ISO8601")
+    if dates.isna().any():
+        dates = dates.fillna(pd.to_datetime(as_text.where(dates.isna()), utc=True, errors="coerce", format="mixed"))
+    bad = _first(dates.isna())
+    if bad is not None:
+        raise where(bad, f"timestamp '{values[bad]}' is neither unix seconds nor a date")
+    return _datetimes_to_seconds(dates)
+
+
+def _datetimes_to_seconds(dates: pd.Series) -> pd.Series:
+    if dates.dt.tz is None:
+        dates = dates.dt.tz_localize("UTC")
+    return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("int64")
+
+
+def _canonical(user, item, rating, timestamp) -> pd.DataFrame:
+    columns = {"user": _ids(user), "item": _ids(item), "rating": rating, "timestamp": timestamp}
+    return pd.DataFrame({name: values.to_numpy() for name, values in columns.items()})
+
+
+# ---------------------------------------------------------------- delimited text (MovieLens, MovieTweetings, CSV)
+
+
+def _read_delimited(text: _Text, sep: str, names: list[str], header_lines: int, progress: bool, layout: str,
+                    quoting: int = csv.QUOTE_NONE) -> pd.DataFrame:
+    """One row per line after the header; `::` becomes one byte so that the C engine can split it."""
+    wide = len(sep) > 1
+    single = next(c for c in ("\t", "\x1f", "\x1e") if c.encode() not in text.data) if wide else sep
+
+    def parse_chunk(chunk: bytes) -> pd.DataFrame:
+        if wide:
+            chunk = chunk.replace(sep.encode(), single.encode())
+        return pd.read_csv(io.BytesIO(chunk), sep=single, header=None, names=names, skip_blank_lines=False,
+                           quoting=quoting, engine="c", keep_default_na=False, na_values=[""])
+
+    frame = _parse_chunks(text, parse_chunk, header_lines, progress, layout)
+    if frame.empty:
+        return frame
+    blank = frame.isna().all(axis=1)
+    return frame[~blank]
+
+
+def _check_complete(frame: pd.DataFrame, text: _Text, layout: str) -> None:
+    bad = _first(frame.isna().any(axis=1))
+    if bad is not None:
+        raise _expected_fields(text, bad, layout)
+
+
+def _text_reader(path: Path, sep: str, layout: str, header: bool, scale, progress) -> pd.DataFrame:
+    text = _read_text([path])
+    frame = _read_delimited(text, sep, list(CANONICAL_COLUMNS), int(header), progress, layout)
+    if frame.empty:
+        raise DataError(f"{path.name}: no ratings in the file (expected lines '{layout}')")
+    _check_complete(frame, text, layout)
+    where = text.fail
+    return _canonical(frame["user"], frame["item"], _ratings(frame["rating"], where, scale),
+                      _unix_seconds(frame["timestamp"], where, allow_dates=False))
+
+
+def _movielens(path: Path, scale, progress) -> pd.DataFrame:
+    path = _find_in_dir(path, MOVIELENS_FILES, "movielens")
+    if path.name.endswith(".csv"):
+        _check_header(path, ",", MOVIELENS_CSV_HEADER)
+        return _text_reader(path, ",", ",".join(MOVIELENS_CSV_HEADER), True, scale, progress)
+    if path.name.endswith(".dat"):
+        return _text_reader(path, "::", "user::item::rating::timestamp", False, scale, progress)
+    return _text_reader(path, "\t", "user\\titem\\trating\\ttimestamp", False, scale, progress)
+
+
+def _movietweetings(path: Path, scale, progress) -> pd.DataFrame:
+    path = _find_in_dir(path, ("ratings.dat",), "movietweetings")
+    return _text_reader(path, "::", "user::item::rating::timestamp", False, scale, progress)
+
+
+def _check_header(path: Path, sep: str, expected: list[str]) -> None:
+    found = _header(path, sep)
+    if found != expected:
+        raise DataError(f"{path.name}:1: expected header '{sep.join(expected)}', got '{sep.join(found)}'")
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+    if not first.strip():
+        raise DataError(f"{path.name}:1: expected a header line naming the columns, got an empty line")
+    return next(csv.reader([first.rstrip("\r\n")], delimiter=sep))
+
+
+def _csv(path: Path, columns: dict | None, sep: str | None, scale, progress) -> pd.DataFrame:
+    _require_file(path, "csv")
+    sep = sep or ","
+    header = _header(path, sep)
+    mapping = _mapping(columns, header, path)
+    text = _read_text([path])
+    frame = _read_delimited(text, sep, header, 1, progress, sep.join(header), quoting=csv.QUOTE_MINIMAL)
+    if frame.empty:
+        raise DataError(f"{path.name}: no ratings in the file (only a header: {sep.join(header)})")
+    frame = frame[[mapping[name] for name in CANONICAL_COLUMNS]]
+    frame.columns = list(CANONICAL_COLUMNS)
+    _check_complete(frame, text, sep.join(header))
+    return _canonical(frame["user"], frame["item"], _ratings(frame["rating"], text.fail, scale),
+                      _unix_seconds(frame["timestamp"], text.fail, allow_dates=True))
+
+
+def _mapping(columns: dict | None, found: list[str], path: Path) -> dict[str, str]:
+    """canonical name -> the file's column; names not mapped are looked up as themselves."""
+    unknown = sorted(set(columns or {}) - set(CANONICAL_COLUMNS))
+    if unknown:
+        raise DataError(f"columns: unknown canonical name(s) {unknown}; valid keys: {list(CANONICAL_COLUMNS)}")
+    mapping = {name: (columns or {}).get(name, name) for name in CANONICAL_COLUMNS}
+    missing = [f"{name}->{column!r}" for name, column in mapping.items() if column not in found]
+    if missing:
+        raise DataError(f"{path.name}: column(s) {', '.join(missing)} not in the file; its columns are {found}; "
+                        f"pass columns={{'user': ..., 'item': ..., 'rating': ..., 'timestamp': ...}}")
+    return mapping
+
+
+def _parquet(path: Path, columns: dict | None, scale) -> pd.DataFrame:
+    _require_file(path, "parquet")
+    try:
+        import pyarrow.parquet as pq
+
+        found = pq.read_schema(path).names
+    except Exception as error:  # pyarrow raises several types for a file that is not parquet
+        raise DataError(f"{path.name}: not a readable parquet file ({error})") from None
+    mapping = _mapping(columns, found, path)
+    frame = pd.read_parquet(path, columns=list(dict.fromkeys(mapping.values())))
+    frame = pd.DataFrame({name: frame[mapping[name]].to_numpy() for name in CANONICAL_COLUMNS})
+    if frame.empty:
+        raise DataError(f"{path.name}: no ratings in the file")
+
+    def where(row: int, message: str) -> DataError:
+        return DataError(f"{path.name}: row {row + 1}: {message}")
+
+    bad = _first(frame.isna().any(axis=1))
+    if bad is not None:
+        raise where(bad, f"missing value(s) in {frame.columns[frame.loc[bad].isna()].tolist()}")
+    return _canonical(frame["user"], frame["item"], _ratings(frame["rating"], where, scale),
+                      _unix_seconds(frame["timestamp"], where, allow_dates=True))
+
+
+# ---------------------------------------------------------------- Netflix Prize
+
+
+def netflix_files(path: Path) -> list[Path]:
+    """The Netflix text files under `path`: mv_*.txt of training_set/, or combined_data_*.txt."""
+    if path.is_file():
+        return [path]
+    for folder in (path / "training_set", path):
+        movies = sorted(folder.glob("mv_*.txt")) if folder.is_dir() else []
+        if movies:
+            return movies
+    combined = sorted(path.glob("combined_data_*.txt"))
+    if combined:
+        return combined
+    raise DataError(f"{path}: no Netflix files; expected training_set/mv_*.txt or combined_data_*.txt")
+
+
+def _netflix(path: Path, scale, progress) -> pd.DataFrame:
+    text = _read_text(netflix_files(path))
+    layout = "CustomerID,Rating,YYYY-MM-DD' or 'MovieID:"
+
+    def parse_chunk(chunk: bytes) -> pd.DataFrame:
+        return pd.read_csv(io.BytesIO(chunk), sep=",", header=None, names=["user", "rating", "date"],
+                           skip_blank_lines=False, quoting=csv.QUOTE_NONE, dtype={"user": str}, engine="c",
+                           keep_default_na=False, na_values=[""])
+
+    frame = _parse_chunks(text, parse_chunk, 0, progress, layout)
+    frame = frame[~frame.isna().all(axis=1)] if not frame.empty else frame
+    if frame.empty:
+        raise DataError(f"{text.files[0][0].name}: no ratings in the file (expected lines '{layout}')")
+    user = frame["user"].astype(str).str.strip()
+    is_movie = user.str.endswith(":") & frame["rating"].isna() & frame["date"].isna()
+    movie = pd.to_numeric(user.where(is_movie).str[:-1], errors="coerce")
+    bad = _first(is_movie & movie.isna())
+    if bad is not None:
+        raise text.fail(bad, f"expected 'MovieID:' with a numeric id, got '{text.line(bad)}'")
+    movie = movie.ffill()
+    ratings = frame[~is_movie]
+    if ratings.empty:
+        raise DataError(f"{text.files[0][0].name}: no ratings in the file (expected lines '{layout}')")
+    bad = _first(movie[~is_movie].isna())
+    if bad is not None:
+        raise text.fail(bad, f"expected a 'MovieID:' line before the first rating, got '{text.line(bad)}'")
+    _check_complete(ratings, text, layout)
+    dates = pd.to_datetime(ratings["date"].astype(str), format="%Y-%m-%d", errors="coerce", utc=True)
+    bad = _first(dates.isna())
+    if bad is not None:
+        raise text.fail(bad, f"date '{ratings['date'][bad]}' is not YYYY-MM-DD")
+    return _canonical(ratings["user"], movie[~is_movie], _ratings(ratings["rating"], text.fail, scale),
+                      _datetimes_to_seconds(dates))
+
+
+# ---------------------------------------------------------------- detection and dispatch
+
+
+def _find_in_dir(path: Path, names: tuple[str, ...], format: str) -> Path:
+    if path.is_file():
+        return path
+    for name in names:
+        if (path / name).is_file():
+            return path / name
+    raise DataError(f"{path}: no {format} ratings file; expected one of {', '.join(names)} in this directory")
+
+
+def source_files(path, format: str) -> list[Path]:
+    """The files the reader of `format` reads from `path`: the file itself, or the relevant files of a directory."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if format == "netflix":
+        return netflix_files(path)
+    if format in ("movielens", "movietweetings"):
+        return [_find_in_dir(path, MOVIELENS_FILES if format == "movielens" else ("ratings.dat",), format)]
+    _require_file(path, format)
+    return [path]
+
+
+def _require_file(path: Path, format: str) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: a {format} source must be a file, not a directory")
+
+
+def _looks_like_movietweetings(path: Path) -> bool:
+    """ratings.dat: MovieTweetings has 7-digit IMDb item ids and ratings above 5; MovieLens has neither."""
+    with open(path, "rb") as handle:
+        lines = handle.read(2**16).split(b"\n")[:-1] or [b""]
+    fields = [line.strip().split(b"::") for line in lines if line.count(b"::") == 3]
+    for _, item, rating, _ in fields:
+        if len(item) >= 7 or _number(rating) > 5:
+            return True
+    return "tweet" in path.resolve().parent.name.lower()
+
+
+def _number(raw: bytes) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return float("nan")
+
+
+def detect_format(path) -> str:
+    """The format of `path` from its name and its first bytes; DataError when neither tells."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _detect_dir(path)
+    name = path.name.lower()
+    with open(path, "rb") as handle:
+        first = handle.readline(4096)
+    if name.endswith(".parquet") or first.startswith(b"PAR1"):
+        return "parquet"
+    if name.startswith(("mv_", "combined_data")) or NETFLIX_HEADER.match(first):
+        return "netflix"
+    if first.count(b"::") == 3:
+        return "movietweetings" if _looks_like_movietweetings(path) else "movielens"
+    if name == "u.data" or (first.count(b"\t") == 3 and b"," not in first):
+        return "movielens"
+    if first.rstrip(b"\r\n").decode("utf-8", "replace").split(",") == MOVIELENS_CSV_HEADER:
+        return "movielens"
+    if name.endswith((".csv", ".tsv", ".txt")):
+        return "csv"
+    raise DataError(f"{path}: cannot tell the format from its name or first line '{first[:80].decode('utf-8', 'replace').rstrip()}'; "
+                    f"pass format= one of {', '.join(FORMATS)}")
+
+
+def _detect_dir(path: Path) -> str:
+    if (path / "training_set").is_dir() or any(path.glob("mv_*.txt")) or any(path.glob("combined_data_*.txt")):
+        return "netflix"
+    for name in MOVIELENS_FILES:
+        if (path / name).is_file():
+            return detect_format(path / name)
+    raise DataError(f"{path}: no ratings file found; expected one of training_set/mv_*.txt, combined_data_*.txt "
+                    f"(netflix), {', '.join(MOVIELENS_FILES)} (movielens / movietweetings)")
+
+
+def read_ratings(path, format: str = "auto", columns: dict | None = None, sep: str | None = None,
+                 scale: tuple[float, float] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Read a ratings file or dataset directory into the canonical table (see module docstring)."""
+    path = Path(path)
+    if format not in FORMATS + ("auto",):
+        raise DataError(f"unknown format '{format}'; valid formats: auto, {', '.join(FORMATS)}")
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    format = detect_format(path) if format == "auto" else format
+    scale = tuple(scale) if scale is not None else DEFAULT_SCALES.get(format)
+    if format == "netflix":
+        return _netflix(path, scale, progress)
+    if format == "movielens":
+        return _movielens(path, scale, progress)
+    if format == "movietweetings":
+        return _movietweetings(path, scale, progress)
+    if format == "csv":
+        return _csv(path, columns, sep, scale, progress)
+    return _parquet(path, columns, scale)
