@@ -1,0 +1,64 @@
+"""The `rrnx` command line. Sub-commands live in rrnx/commands/, one module each."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+import rrnx.commands
+from rrnx.errors import RrnxError
+
+# Commands that take recipe overrides (--section.key=value) after their own options.
+TAKES_OVERRIDES_ATTR = "TAKES_OVERRIDES"
+
+
+def command_modules() -> list:
+    names = sorted(m.name for m in pkgutil.iter_modules(rrnx.commands.__path__))
+    return [importlib.import_module(f"rrnx.commands.{name}") for name in names]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(prog="rrnx", description="Recurrent Recommender Networks and baselines, "
+                                     "trained on the past and tested on the future.")
+    parser.add_argument("--version", action="version", version=f"rrnx {rrnx.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for module in command_modules():
+        cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        modules[module.NAME] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = modules[args.command]
+    try:
+        if extra and not getattr(module, TAKES_OVERRIDES_ATTR, False):
+            raise RrnxError(f"rrnx {args.command}: unrecognised arguments: {' '.join(extra)}")
+        from rrnx.recipe import parse_overrides
+        overrides = parse_overrides(extra)
+        return int(module.run(args, overrides) or 0)
+    except RrnxError as exc:
+        print(f"rrnx {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rrnx {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

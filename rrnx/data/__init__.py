@@ -1,0 +1,1 @@
+"""The temporal data layer: readers -> canonical table -> strict time split -> time steps."""

@@ -1,0 +1,144 @@
+"""Strict time split (paper, Section 4 and Table 1): train on the past, predict the future.
+
+Train = [train_start, test_start); test period = [test_start, test_end). Test ratings of users
+or items absent from train are dropped, and the test period is split evenly at random (seeded)
+into validation and test halves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from rrnx.errors import RrnxError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """The three halves, each with contiguous `user_idx`/`item_idx` columns (0..n-1) next to the
+    original `user`/`item` ids; index maps go both ways through `user_ids`/`item_ids`."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    user_ids: np.ndarray  # (n_users,) original id of user_idx i
+    item_ids: np.ndarray  # (n_items,) original id of item_idx j
+    summary: dict
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        return getattr(self, name)
+
+
+def to_timestamp(value, key: str) -> int | None:
+    """A recipe date ('2013-08-01', a datetime or unix seconds) as unix seconds UTC; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise RrnxError(f"data.{key}: cannot read {value!r} as a date; expected e.g. 2013-08-01") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return int(stamp.timestamp())
+
+
+def _iso(ts: int) -> str:
+    return pd.Timestamp(int(ts), unit="s", tz="UTC").strftime("%Y-%m-%d")
+
+
+def time_split(ratings: pd.DataFrame, test_start, train_start=None, test_end=None,
+               seed: int = 0, source: str = "data") -> Split:
+    """Split the canonical table at `test_start`; see the module docstring for the protocol."""
+    t_train = to_timestamp(train_start, "train_start")
+    t_test = to_timestamp(test_start, "test_start")
+    t_end = to_timestamp(test_end, "test_end")
+    if t_test is None:
+        raise RrnxError("data.test_start is required: the date where training ends and the test period begins")
+    if t_train is not None and t_train >= t_test:
+        raise RrnxError(f"data.train_start ({_iso(t_train)}) must be before data.test_start ({_iso(t_test)})")
+    if t_end is not None and t_end <= t_test:
+        raise RrnxError(f"data.test_end ({_iso(t_end)}) must be after data.test_start ({_iso(t_test)})")
+    ts = ratings["timestamp"].to_numpy()
+    in_train = ts < t_test
+    if t_train is not None:
+        in_train &= ts >= t_train
+    in_test = ts >= t_test
+    if t_end is not None:
+        in_test &= ts < t_end
+    train = ratings[in_train]
+    if len(train) == 0:
+        raise RrnxError(f"{source}: the train side is empty: no rating in "
+                        f"[{_iso(t_train) if t_train is not None else 'start'}, {_iso(t_test)}); "
+                        f"the data spans {_iso(ts.min())} .. {_iso(ts.max())}" if len(ts) else f"{source}: no ratings")
+    user_ids = np.sort(train["user"].unique())
+    item_ids = np.sort(train["item"].unique())
+    test_all = ratings[in_test]
+    n_test_raw = len(test_all)
+    known = test_all["user"].isin(user_ids).to_numpy() & test_all["item"].isin(item_ids).to_numpy()
+    test_all = test_all[known]
+    if len(test_all) < 2:
+        raise RrnxError(f"{source}: the test side is empty: {n_test_raw} ratings in "
+                        f"[{_iso(t_test)}, {_iso(t_end) if t_end is not None else 'end'}), "
+                        f"{len(test_all)} of them by users and items seen in training; "
+                        f"the data spans {_iso(ts.min())} .. {_iso(ts.max())}")
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(test_all), dtype=bool)
+    is_val[rng.permutation(len(test_all))[: len(test_all) // 2]] = True
+    frames = {name: _indexed(f, user_ids, item_ids)
+              for name, f in (("train", train), ("val", test_all[is_val]), ("test", test_all[~is_val]))}
+    summary = _summary(frames, user_ids, item_ids, n_test_raw, t_test, t_end)
+    return Split(frames["train"], frames["val"], frames["test"], user_ids, item_ids, summary)
+
+
+def _indexed(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True).copy()
+    frame["user_idx"] = np.searchsorted(user_ids, frame["user"].to_numpy()).astype(np.int64)
+    frame["item_idx"] = np.searchsorted(item_ids, frame["item"].to_numpy()).astype(np.int64)
+    return frame
+
+
+def _summary(frames: dict, user_ids, item_ids, n_test_raw: int, t_test: int, t_end: int | None) -> dict:
+    """The columns of the paper's Table 1 (plus the sizes of the two test halves)."""
+    train = frames["train"]
+    test_size = len(frames["val"]) + len(frames["test"])
+    last = max(int(frames[s]["timestamp"].max()) for s in ("val", "test"))
+    return {
+        "users": int(len(user_ids)),
+        "items": int(len(item_ids)),
+        "train_size": int(len(train)),
+        "test_size": int(test_size),
+        "val_size": int(len(frames["val"])),
+        "test_half_size": int(len(frames["test"])),
+        "test_dropped_unseen": int(n_test_raw - test_size),
+        "train_data": f"{_iso(train['timestamp'].min())} .. {_iso(train['timestamp'].max())}",
+        "test_data": f"{_iso(t_test)} .. {_iso(last)}",
+        "sparsity_pct": float(100.0 * len(train) / (len(user_ids) * len(item_ids))),
+    }
+
+
+def format_summary(summary: dict, title: str = "") -> str:
+    """Table 1 as printed by `rrnx fit`."""
+    rows = [("Users", f"{summary['users']:,}"), ("Items", f"{summary['items']:,}"),
+            ("Train size", f"{summary['train_size']:,}"),
+            ("Test size", f"{summary['test_size']:,} (val {summary['val_size']:,} / test {summary['test_half_size']:,}; "
+                          f"{summary['test_dropped_unseen']:,} dropped: user or item unseen in train)"),
+            ("Train data", summary["train_data"]), ("Test data", summary["test_data"]),
+            ("Sparsity", f"{summary['sparsity_pct']:.4f}%")]
+    width = max(len(k) for k, _ in rows)
+    lines = [title] if title else []
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Experiment loggers: W&B in offline mode by default (no account, no network), CSV, or none."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def make_logger(spec: dict, run_dir: Path, run_name: str, config: dict):
+    """The recipe's `logger:` section as a Lightning logger (or False for none)."""
+    name = spec.get("name", "wandb")
+    if name == "none":
+        return False
+    if name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    from lightning.pytorch.loggers import WandbLogger
+    # Offline unless the user asks for online in the recipe or through WANDB_MODE.
+    mode = spec.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandbLogger(project=spec.get("project") or "rrnx", entity=spec.get("entity"), group=spec.get("group"),
+                       tags=spec.get("tags"), job_type=spec.get("job_type"), name=run_name,
+                       save_dir=str(run_dir), mode=mode, config=config)
+
+
+def log_summary(logger, values: dict) -> None:
+    """Final numbers (test RMSE, size...) into the logger's run summary."""
+    if not logger:
+        return
+    from lightning.pytorch.loggers import WandbLogger
+    if isinstance(logger, WandbLogger):
+        for key, value in values.items():
+            logger.experiment.summary[key] = value
+    else:
+        logger.log_metrics({k: v for k, v in values.items() if isinstance(v, (int, float))})
+        logger.save()
+
+
+def finish(logger) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+    if isinstance(logger, WandbLogger):
+        import wandb
+        wandb.finish()

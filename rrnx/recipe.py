@@ -1,0 +1,133 @@
+"""Recipes: one flat YAML per experiment with the sections data, model, trainer, logger.
+
+Any value can be overridden on the command line with a dotted key (`--model.dim=80`,
+`--data.path ratings.dat`). Unknown sections, keys and models are errors that name them.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import inspect
+from pathlib import Path
+
+import yaml
+
+from rrnx.errors import RecipeError
+
+SECTIONS = ("data", "model", "trainer", "logger")
+LOGGER_KEYS = ("name", "project", "mode", "entity", "group", "tags", "job_type")
+LOGGERS = ("wandb", "csv", "none")
+# Trainer keys rrnx itself handles; all other keys go to lightning.Trainer as they are.
+TRAINER_OWN_KEYS = ("seed", "num_threads")
+TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing")
+
+
+def load_recipe(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with the sections {', '.join(SECTIONS)}")
+    return normalize(recipe, str(path))
+
+
+def normalize(recipe: dict, where: str = "recipe") -> dict:
+    recipe = copy.deepcopy(recipe)
+    for section in recipe:
+        if section not in SECTIONS:
+            raise RecipeError(f"{where}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+    logger = recipe.get("logger", "wandb")
+    if logger is None or isinstance(logger, str):
+        logger = {"name": logger or "none"}
+    recipe["logger"] = logger
+    for section in ("data", "model", "trainer"):
+        recipe.setdefault(section, {})
+        if not isinstance(recipe[section], dict):
+            raise RecipeError(f"{where}: section {section!r} must be a mapping of keys to values")
+    recipe["data"] = {k: _plain(v) for k, v in recipe["data"].items()}
+    return recipe
+
+
+def _plain(value):
+    """YAML turns 2013-08-01 into a date; recipes keep dates as ISO strings."""
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, object]]:
+    """`--section.key=value` or `--section.key value` pairs; values are read as YAML scalars."""
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise RecipeError(f"unrecognised argument {arg!r}; overrides look like --section.key=value "
+                              f"with a section among {', '.join(SECTIONS)}")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+        else:
+            if i + 1 >= len(args):
+                raise RecipeError(f"{arg}: missing value")
+            key, raw = arg[2:], args[i + 1]
+            i += 1
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        pairs.append((key, value))
+        i += 1
+    return pairs
+
+
+def apply_overrides(recipe: dict, pairs: list[tuple[str, object]]) -> dict:
+    recipe = copy.deepcopy(recipe)
+    for key, value in pairs:
+        parts = key.split(".")
+        if parts[0] not in SECTIONS:
+            raise RecipeError(f"--{key}: unknown section {parts[0]!r}; valid sections: {', '.join(SECTIONS)}")
+        node = recipe.setdefault(parts[0], {})
+        if parts[0] == "logger" and not isinstance(node, dict):
+            node = recipe["logger"] = {"name": node}
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--{key}: {part!r} is not a mapping")
+        node[parts[-1]] = _plain(value)
+    return normalize(recipe, "command line")
+
+
+def check_recipe(recipe: dict) -> type:
+    """Validates every key against the signatures that consume it; returns the model class."""
+    from rrnx.data.datamodule import TemporalDataModule
+    from rrnx.registry import check_keys, constructor_params, get_model_class
+
+    check_keys("data", recipe["data"], constructor_params(TemporalDataModule, ("self",)), "the TemporalDataModule")
+    model = dict(recipe["model"])
+    if "name" not in model:
+        raise RecipeError("model.name is required: a registered model (see `rrnx models`)")
+    cls = get_model_class(model.pop("name"))
+    check_keys("model", model, constructor_params(cls), f"model {recipe['model']['name']!r}")
+    check_keys("trainer", recipe["trainer"], trainer_keys(), "the trainer")
+    check_keys("logger", recipe["logger"], LOGGER_KEYS, "the logger")
+    if recipe["logger"].get("name", "wandb") not in LOGGERS:
+        raise RecipeError(f"logger.name: unknown logger {recipe['logger']['name']!r}; valid: {', '.join(LOGGERS)}")
+    return cls
+
+
+def trainer_keys() -> list[str]:
+    import lightning as L
+
+    names = [n for n in inspect.signature(L.Trainer.__init__).parameters if n != "self"]
+    return [n for n in names if n not in TRAINER_RESERVED] + list(TRAINER_OWN_KEYS)
+
+
+def dump_recipe(recipe: dict, path: Path, header: str = "") -> None:
+    text = yaml.safe_dump(recipe, sort_keys=False)
+    path.write_text((header + "\n" if header else "") + text)
