@@ -322,38 +322,48 @@ def netflix_files(path: Path) -> list[Path]:
     raise DataError(f"{path}: no Netflix files; expected training_set/mv_*.txt or combined_data_*.txt")
 
 
-def _netflix(path: Path, scale, progress) -> pd.DataFrame:
-    text = _read_text(netflix_files(path))
-    layout = "CustomerID,Rating,YYYY-MM-DD' or 'MovieID:"
+def _netflix_lines(text: _Text, layout: str, progress: bool) -> pd.DataFrame:
+    """One row per non-blank line; a `MovieID:` line gets a 4th field `:` so every id column stays numeric."""
 
     def parse_chunk(chunk: bytes) -> pd.DataFrame:
-        return pd.read_csv(io.BytesIO(chunk), sep=",", header=None, names=["user", "rating", "date"],
-                           skip_blank_lines=False, quoting=csv.QUOTE_NONE, dtype={"user": str}, engine="c",
+        chunk = chunk.replace(b":\r\n", b":\n").replace(b":\n", b",,,:\n")
+        return pd.read_csv(io.BytesIO(chunk), sep=",", header=None, names=["user", "rating", "date", "mark"],
+                           skip_blank_lines=False, quoting=csv.QUOTE_NONE, engine="c",
                            keep_default_na=False, na_values=[""])
 
     frame = _parse_chunks(text, parse_chunk, 0, progress, layout)
     frame = frame[~frame.isna().all(axis=1)] if not frame.empty else frame
     if frame.empty:
         raise DataError(f"{text.files[0][0].name}: no ratings in the file (expected lines '{layout}')")
-    user = frame["user"].astype(str).str.strip()
-    is_movie = user.str.endswith(":") & frame["rating"].isna() & frame["date"].isna()
-    movie = pd.to_numeric(user.where(is_movie).str[:-1], errors="coerce")
+    is_movie = frame["mark"].notna()
+    bad = _first(is_movie & ((frame["mark"] != ":") | frame["rating"].notna() | frame["date"].notna()))
+    if bad is not None:
+        raise _expected_fields(text, bad, layout)
+    return frame
+
+
+def _netflix(path: Path, scale, progress) -> pd.DataFrame:
+    text = _read_text(netflix_files(path))
+    layout = "CustomerID,Rating,YYYY-MM-DD' or 'MovieID:"
+    frame = _netflix_lines(text, layout, progress)
+    is_movie = frame["mark"].notna()
+    movie = pd.to_numeric(frame["user"].where(is_movie), errors="coerce")
     bad = _first(is_movie & movie.isna())
     if bad is not None:
         raise text.fail(bad, f"expected 'MovieID:' with a numeric id, got '{text.line(bad)}'")
-    movie = movie.ffill()
+    movie = movie.ffill()[~is_movie]
     ratings = frame[~is_movie]
     if ratings.empty:
         raise DataError(f"{text.files[0][0].name}: no ratings in the file (expected lines '{layout}')")
-    bad = _first(movie[~is_movie].isna())
+    bad = _first(movie.isna())
     if bad is not None:
         raise text.fail(bad, f"expected a 'MovieID:' line before the first rating, got '{text.line(bad)}'")
-    _check_complete(ratings, text, layout)
-    dates = pd.to_datetime(ratings["date"].astype(str), format="%Y-%m-%d", errors="coerce", utc=True)
+    _check_complete(ratings.drop(columns="mark"), text, layout)
+    dates = pd.to_datetime(ratings["date"], format="%Y-%m-%d", errors="coerce", utc=True)
     bad = _first(dates.isna())
     if bad is not None:
         raise text.fail(bad, f"date '{ratings['date'][bad]}' is not YYYY-MM-DD")
-    return _canonical(ratings["user"], movie[~is_movie], _ratings(ratings["rating"], text.fail, scale),
+    return _canonical(ratings["user"], movie, _ratings(ratings["rating"], text.fail, scale),
                       _datetimes_to_seconds(dates))
 
 
