@@ -51,9 +51,9 @@ def load_ratings(path, format="auto", columns=None, sep=None, scale=None, cache_
     path = Path(path)
     if format not in readers.FORMATS + ("auto",):
         raise DataError(f"unknown format '{format}'; valid formats: auto, {', '.join(readers.FORMATS)}")
-    format = readers.detect_format(path) if format == "auto" else format
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    format = readers.detect_format(path) if format == "auto" else format
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = cache_dir / f"{cache_key(path, format, columns, sep, scale)}.parquet"
     table = _read_cached(cached)
