@@ -52,6 +52,13 @@ class RatingModel(L.LightningModule):
         self.test_rmse.update(self.predict_clamped(batch), batch["rating"].float())
         self.log(TEST_RMSE, self.test_rmse, on_epoch=True, batch_size=len(batch["rating"]))
 
+    @torch.no_grad()
+    def predict_at(self, data, users: torch.Tensor, items: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """Clamped predictions for arbitrary (user_idx, item_idx, unix time) triples, using training
+        data only (analyses call this to trace predictions over time). Static models ignore time;
+        temporal models (RRN) override it to use the states of the step each timestamp falls in."""
+        return self.predict_clamped({"user": users, "item": items, "timestamp": timestamps})
+
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.predict_clamped(batch)
 
