@@ -1,5 +1,6 @@
 """The synthetic generator: canonical table, determinism, and that each planted effect shows in raw data."""
 
+import datetime
 import json
 
 import numpy as np
@@ -161,6 +162,8 @@ def test_cache_key_depends_on_every_parameter():
     assert key == synthetic._cache_key(dict(PRESETS["small"]))[0]  # a preset is just its arguments
     assert key != synthetic._cache_key({"preset": "small", "seed": 1})[0]
     assert key != synthetic._cache_key({"preset": "small", "bump_size": 2.0})[0]
+    # YAML turns 2005-01-01 into a datetime.date: same entry as the string
+    assert key == synthetic._cache_key({"preset": "small", "start": datetime.date(2005, 1, 1)})[0]
 
 
 def test_presets_have_table1_sizes():
@@ -197,6 +200,9 @@ def test_generate_preset_applies_overrides():
     (lambda: generate(n_users=10, n_items=10, n_ratings=80), ["n_ratings"]),
     (lambda: generate(drift_user_frac=1.5), ["drift_user_frac"]),
     (lambda: generate(start="June 2005"), ["start"]),
+    (lambda: generate(seed=None), ["seed"]),
+    (lambda: generate(bump_size="big"), ["bump_size"]),
+    (lambda: generate(bump_dates=["2007-01-01"]), ["bump_dates", "2007-01-01"]),
     (lambda: generate(bump_sise=2.0), ["bump_sise", "bump_size", "scale_shift_delta"]),
     (lambda: generate_preset("netflix-2y"), ["netflix-2y", "netflix-6m", "imdb", "small"]),
     (lambda: load_synthetic({"preset": "nope"}, "/nonexistent"), ["nope", "netflix-full"]),

@@ -148,6 +148,10 @@ def _check_params(n_users, n_items, n_ratings, start, days, effects: dict) -> di
                           f"{n_users * n_items}; lower n_ratings or raise n_users/n_items")
     _parse_date("start", start)
     eff = {**DEFAULT_EFFECTS, **effects}
+    for name, default in DEFAULT_EFFECTS.items():
+        value = eff[name]
+        if isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RecipeError(f"synthetic: {name} must be a number, got {value!r}")
     for name in ("initial_user_frac", "initial_item_frac", "drift_user_frac", "trend_item_frac",
                  "seasonal_item_frac", "bump_item_frac"):
         if not 0.0 <= float(eff[name]) <= 1.0:
@@ -181,6 +185,10 @@ def _resolve_dates(start: str, days: int, eff: dict) -> dict:
                                               or at(DEFAULT_SCALE_SHIFT_FRACTION)))
     eff["bump_dates"] = [str(_parse_date("bump_dates", d))
                          for d in (eff["bump_dates"] or [at(f) for f in DEFAULT_BUMP_FRACTIONS])]
+    outside = [d for d in eff["bump_dates"] if not start_day <= np.datetime64(d, "D") < start_day + days]
+    if outside:
+        raise RecipeError(f"synthetic: bump_dates {outside} fall outside the generated span "
+                          f"{start_day}..{start_day + days} (start + days, exclusive)")
     return eff
 
 
@@ -242,7 +250,7 @@ def _plant_bumps(rng, world: _World, taken: np.ndarray, start: str, days: int, e
         eligible = np.flatnonzero(~taken & (world.release_day <= day - BUMP_MIN_HISTORY_DAYS))
         eligible = eligible[world.popularity[eligible] >= np.median(world.popularity)]
         n_pairs = min(n_pairs, len(eligible) // 2)
-        if n_pairs == 0 or not 0 <= day < days:
+        if n_pairs == 0:
             continue
         chosen = rng.choice(eligible, size=2 * n_pairs, replace=False)
         pairs = chosen[np.argsort(world.popularity[chosen])].reshape(n_pairs, 2)  # (P, 2)
@@ -403,6 +411,8 @@ def generate(n_users: int = 3000, n_items: int = 800, n_ratings: int = 150_000, 
 
 def _generate(n_users, n_items, n_ratings, start, days, seed, **effects) -> tuple[pd.DataFrame, dict, _World]:
     """generate(), also returning the latent world (for tests that check effects against it)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise RecipeError(f"synthetic: seed must be a non-negative integer, got {seed!r}")
     eff = _resolve_dates(str(start), days, _check_params(n_users, n_items, n_ratings, start, days, effects))
     start = str(np.datetime64(str(start), "D"))
     rng = np.random.default_rng(seed)
@@ -443,6 +453,7 @@ def _cache_key(params: dict) -> tuple[str, dict]:
                        (3000, 800, 150_000, "2005-01-01", 365, 0))), **sizes}
     eff = _resolve_dates(str(full["start"]), full["days"], _check_params(
         full["n_users"], full["n_items"], full["n_ratings"], full["start"], full["days"], kwargs))
+    full["start"] = str(_parse_date("start", full["start"]))  # YAML may hand over a datetime.date
     canonical = json.dumps({"version": GENERATOR_VERSION, **full, **eff}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest(), {**full, **kwargs}
 
