@@ -54,11 +54,8 @@ class Granularity:
         step = np.asarray(step, dtype=np.int64)
         if self.unit == "d":
             return self.origin + step * self.count * DAY
-        first = _month_number(np.array([self.origin]))[0] + step * self.count
-        years, months = np.divmod(first, 12)
-        return pd.to_datetime(
-            {"year": years.ravel(), "month": months.ravel() + 1, "day": 1}, utc=True
-        ).astype("int64").to_numpy().reshape(step.shape) // 10**9
+        first = _month_number(np.array([self.origin]))[0] + step * self.count  # months since year 0
+        return (first - 1970 * 12).astype("datetime64[M]").astype("datetime64[s]").astype(np.int64)
 
     @property
     def days(self) -> float:
@@ -67,8 +64,9 @@ class Granularity:
 
 
 def _month_number(ts: np.ndarray) -> np.ndarray:
-    dt = pd.to_datetime(ts.ravel(), unit="s", utc=True)
-    return (dt.year.to_numpy() * 12 + dt.month.to_numpy() - 1).astype(np.int64).reshape(ts.shape)
+    """year * 12 + month - 1 of each unix timestamp (UTC)."""
+    months = np.asarray(ts, dtype=np.int64).astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    return months + 1970 * 12
 
 
 @dataclass

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny data the tests make themselves, and the optional real data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets a private parse/generator cache, so no test trusts another's files, and
+    runs from the project root so recipe paths read as in the README."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("RRNX_CACHE", str(tmp_path_factory.mktemp("rrnx-cache")))
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+def ratings_frame(n_users=40, n_items=30, n_ratings=1500, days=120, seed=0, start="2010-01-01") -> pd.DataFrame:
+    """A canonical ratings table with original ids that are not 0..n-1."""
+    rng = np.random.default_rng(seed)
+    t0 = int(pd.Timestamp(start, tz="UTC").timestamp())
+    return pd.DataFrame({
+        "user": rng.integers(0, n_users, n_ratings) * 7 + 100,
+        "item": rng.integers(0, n_items, n_ratings) * 3 + 5000,
+        "rating": rng.integers(1, 6, n_ratings).astype(np.float32),
+        "timestamp": t0 + rng.integers(0, days * 86_400, n_ratings),
+    })
+
+
+@pytest.fixture
+def ratings_csv(tmp_path) -> Path:
+    path = tmp_path / "ratings.csv"
+    ratings_frame().rename(columns={"user": "uid", "item": "iid", "rating": "stars", "timestamp": "ts"}).to_csv(
+        path, index=False)
+    return path
