@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
+
+# Lightning's informational chatter (GPU/TPU availability, tips, checkpoint restores) and known
+# upstream deprecation warnings hide what rrnx prints; warnings and errors still come through.
+NOISY_WARNINGS = (r".*LeafSpec.*", r".*does not have many workers.*", r".*smaller than the logging interval.*",
+                  r".*The given NumPy array is not writable.*", r".*anonymous setting has no effect.*")
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def make_logger(spec: dict, run_dir: Path, run_name: str, config: dict):

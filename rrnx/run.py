@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
-from rrnx.loggers import finish, log_summary, make_logger
+from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import TEST_RMSE, VAL_RMSE
 from rrnx.recipe import TRAINER_OWN_KEYS, check_recipe, dump_recipe, load_recipe
 
@@ -84,7 +84,8 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
         callbacks: list | None = None) -> dict:
     """Trains the recipe's model; returns metrics.json's content. `callbacks` are extra Lightning
     callbacks (sweeps add their pruning callback here)."""
-    cls = check_recipe(recipe)
+    quiet_lightning()
+    cls = check_recipe(recipe) if not resume else None
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     if resume:
@@ -129,7 +130,7 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     if not best.best_model_path:
         raise RrnxError(f"{run_dir}: training produced no checkpoint (no validation epoch ran)")
 
-    test_rmse = evaluate(trainer, model, data, best.best_model_path, quiet)
+    test_rmse = evaluate(trainer, model, data, best.best_model_path)
     predictions(trainer, model, data, best.best_model_path).to_parquet(run_dir / "predictions.parquet", index=False)
     metrics = summarize(history.epochs, test_rmse, model, train_seconds, recipe, run_dir)
     write_json(run_dir / "metrics.json", metrics)
@@ -142,8 +143,8 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     return metrics
 
 
-def evaluate(trainer, model, data, ckpt_path, quiet: bool = True) -> float:
-    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=not quiet)
+def evaluate(trainer, model, data, ckpt_path) -> float:
+    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False)
     return float(results[0][TEST_RMSE])
 
 
@@ -202,10 +203,11 @@ def load_trained(run_dir: Path):
 
 def test(run_dir: Path, quiet: bool = False) -> float:
     """Re-evaluates a finished run's best checkpoint on its test half."""
+    quiet_lightning()
     recipe, metrics, data, model = load_trained(run_dir)
     trainer = L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=not quiet,
                         enable_model_summary=False)
-    rmse = evaluate(trainer, model, data, None, True)
+    rmse = evaluate(trainer, model, data, None)
     if not quiet:
         print(format_summary(data.split.summary, "Split:"))
         print(f"{recipe['model']['name']}: test RMSE {rmse:.4f} (recorded at fit time: {metrics['test_rmse']:.4f})")

@@ -123,7 +123,7 @@ class TemporalDataModule(L.LightningDataModule):
         frame = self.split.frame(split)
         cols = {"user": "user_idx", "item": "item_idx", "rating": "rating", "timestamp": "timestamp"}
         cols.update({k: k for k in extra})
-        return {k: torch.as_tensor(frame[c].to_numpy()) for k, c in cols.items()}
+        return {k: torch.from_numpy(frame[c].to_numpy().copy()) for k, c in cols.items()}
 
     def triples_loader(self, split: str, batch_size: int | None = None, shuffle: bool = False,
                        extra: tuple[str, ...] = ()) -> TripleBatches:
