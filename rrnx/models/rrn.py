@@ -1,0 +1,419 @@
+"""RRN: Recurrent Recommender Networks (Wu, Ahmed, Beutel, Smola, Jing; WSDM 2017).
+
+Each user and each item has an LSTM over its active time steps (Section 3.1):
+  eq. (5)  y_t = W_embed [x_t, 1_newbie, tau_t, tau_{t-1}]   x_t: sparse ratings of step t, never densified
+  eq. (6)  u_t = LSTM(u_{t-1}, y_t)                           (eqs. 1-4: torch's LSTM cell)
+and ratings are emitted from dynamic and stationary states (Section 3.2):
+  eq. (7)  r_hat_ij|t = <W_user u_it + b_user, W_movie m_jt + b_movie> + <u_i, m_j>
+Causality (Section 3.3): a rating in step t is predicted from states that consumed only the steps
+before t, each side at its own granularity; validation/test ratings from the states extrapolated
+over all training steps. Training (Section 3.4, eq. 8) alternates a user phase (user LSTM and user
+stationary factors learn, item states frozen and cached) and an item phase; Adam for the networks,
+SGD for the stationary factors, which start from a PMF pre-train (Section 4.1).
+Section 4.5's update without re-training is `advance`. Layout and packing: rrn_sequences.py.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rrnx.errors import RrnxError
+from rrnx.models.base import TRAIN_LOSS, RatingModel
+from rrnx.models.rrn_sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, extended_side, gather,
+                                       length_sorted_batches, pack, ranges, ratings_frame_arrays,
+                                       row_budget_batches, training_sides)
+
+PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
+PRETRAIN_SECONDS = "time/pretrain_s"
+RATING_INPUTS = ("scaled", "raw")
+INPUT_NORMS = ("sum", "sqrt", "mean")
+
+
+class SideNetwork(nn.Module):
+    """One side's dynamics: the input embedding of eq. (5), the LSTM of eq. (6) and the affine map
+    of eq. (7) (W_user, b_user for users; W_movie, b_movie for items)."""
+
+    def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int):
+        super().__init__()
+        self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum")  # W_embed's x_t columns
+        self.embed_context = nn.Linear(3, embed_dim)  # W_embed's [1_newbie, tau_t, tau_{t-1}] columns
+        self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers)
+        self.project = nn.Linear(hidden, dynamic_dim)
+        nn.init.normal_(self.embed_ratings.weight, std=0.1)
+        nn.init.normal_(self.project.weight, std=0.01)  # start near the PMF pre-train: dynamic part ~ b.b
+
+    def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor) -> torch.Tensor:
+        """Hidden state after each row of the batch, (R, H)."""
+        y = self.embed_ratings(side.other[batch.ratings], batch.bag_offsets, per_sample_weights=weights)  # (R, E)
+        y = y + self.embed_context(side.features[batch.rows])  # eq. (5), (R, E)
+        packing = pack(batch)
+        out, _ = self.lstm(PackedSequence(y[packing.unpacked], packing.batch_sizes))  # eq. (6), data (R, H)
+        return out.data[packing.packed_position]  # (R, H) back in entity-major row order
+
+    def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor) -> torch.Tensor:
+        """Projected state BEFORE each row (the initial state h_0 = 0 for an entity's first row), (R, D)."""
+        after = self.project(hidden)  # (R, D)
+        previous = after[(torch.arange(len(after)) - 1).clamp(min=0)]  # (R, D) same entity when position > 0
+        return torch.where((batch.position == 0)[:, None], self.project.bias.expand_as(after), previous)
+
+
+class RRN(RatingModel):
+    """Args:
+        dim: size of the stationary factors u_i, m_j (20 for Netflix, 160 for IMDb in Section 4.1).
+        reg: L2 weight on the stationary factors, per rating (as PMF's lambda).
+        lr: learning rate of the PMF pre-train (SparseAdam, as PMF's lr).
+        hidden, embed_dim, dynamic_dim, layers: LSTM size, eq. (5) embedding size, size of
+            W u_t + b, LSTM layers (Section 4.1: 40, 40, 20, 1).
+        net_lr, net_weight_decay: Adam for the networks (embeddings, LSTMs, projections).
+        stationary_lr: SGD for the stationary factors in the joint phases; each entity's step is
+            its mean gradient over its ratings in the batch (a diagonal preconditioner).
+        pretrain_epochs: PMF epochs on the stationary factors before the joint epochs (Section 4.1).
+        pmf_run: a finished `rrnx fit` PMF run on the same data to take the stationary factors
+            from instead (its dim must equal `dim`).
+        user_batch_size, item_batch_size: entities per step of the user / item phase.
+        rating_input: x_t's values: "raw" ratings, or "scaled" (divided by the scale's maximum).
+        input_norm: W_embed x_t as a "sum" (eq. 5 as written), or divided by "sqrt" or "mean" of
+            the step's rating count.
+        global_mean: add the training mean to eq. (7) (False: eq. 7 as written; b_user and
+            b_movie then start with <b_user, b_movie> = the mean).
+        biases: add stationary per-user and per-item biases to eq. (7).
+        init_std: standard deviation of the stationary factors' initialisation.
+        eval_batch_rows: active steps per batch in the no-grad passes (caches, evaluation).
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int = 20, reg: float = 0.01, lr: float = 0.01,
+                 hidden: int = 40, embed_dim: int = 40, dynamic_dim: int = 20, layers: int = 1,
+                 net_lr: float = 3e-3, net_weight_decay: float = 0.0, stationary_lr: float = 0.1,
+                 pretrain_epochs: int = 5, pmf_run: str | None = None,
+                 user_batch_size: int = 256, item_batch_size: int = 64,
+                 rating_input: str = "scaled", input_norm: str = "sqrt",
+                 global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
+                 eval_batch_rows: int = 200_000):
+        super().__init__()
+        if rating_input not in RATING_INPUTS:
+            raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim)
+        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim)
+        self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
+        self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
+        nn.init.normal_(self.user_factors.weight, std=init_std)
+        nn.init.normal_(self.item_factors.weight, std=init_std)
+        if biases:
+            self.user_bias = nn.Embedding(n_users, 1, sparse=True)
+            self.item_bias = nn.Embedding(n_items, 1, sparse=True)
+            nn.init.zeros_(self.user_bias.weight)
+            nn.init.zeros_(self.item_bias.weight)
+        self.register_buffer("mean_offset", torch.zeros(()))
+        self.register_buffer("stationary_ready", torch.zeros((), dtype=torch.bool))
+        self._data = None
+        self._sides: dict[str, SideTensors] = {}
+        self._version = {side: 0 for side in SIDES}  # optimizer steps taken per side: cache keys
+        self._state_cache: dict = {}
+        self._advanced: dict | None = None  # set by advance(): extended sequences and final states
+        self._phase_seconds = {side: 0.0 for side in SIDES}
+
+    # ------------------------------------------------------------------ data and parameters
+    def set_data_stats(self, rating_range, rating_mean) -> None:
+        super().set_data_stats(rating_range, rating_mean)
+        with torch.no_grad():
+            if self.hparams.global_mean:
+                self.mean_offset.fill_(rating_mean)
+            else:  # eq. (7) as written: the mean lives in <b_user, b_movie>
+                level = (max(rating_mean, 0.0) / self.hparams.dynamic_dim) ** 0.5
+                self.user_net.project.bias.fill_(level)
+                self.item_net.project.bias.fill_(level)
+
+    def attach(self, data) -> None:
+        """Use `data` (a set-up TemporalDataModule) for states; the same data the model was trained on."""
+        if data is self._data:
+            return
+        if (data.n_users, data.n_items) != (self.hparams.n_users, self.hparams.n_items):
+            raise RrnxError(f"the data has {data.n_users:,} users and {data.n_items:,} items; this RRN was "
+                            f"trained on {self.hparams.n_users:,} and {self.hparams.n_items:,}")
+        self._data, self._sides = data, training_sides(data)
+        from rrnx.data.split import to_timestamp
+        self._test_start = to_timestamp(data.hparams.test_start, "test_start")
+        self._clear_states()
+
+    def _attached(self):
+        if self._data is None:
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            if datamodule is None:
+                raise RrnxError("RRN needs the training data for its states: call model.attach(data) first")
+            self.attach(datamodule)
+        return self._data
+
+    def _clear_states(self) -> None:
+        self._state_cache = {}
+        self._advanced = None
+
+    def _net(self, side: str) -> SideNetwork:
+        return self.user_net if side == "user" else self.item_net
+
+    def _factors(self, side: str) -> nn.Embedding:
+        return self.user_factors if side == "user" else self.item_factors
+
+    def _bias(self, side: str) -> nn.Embedding | None:
+        return getattr(self, f"{side}_bias", None)
+
+    def _stationary_params(self, side: str) -> list:
+        return [p for m in (self._factors(side), self._bias(side)) if m is not None for p in m.parameters()]
+
+    def _input_weights(self, side: SideTensors, batch: RowBatch) -> torch.Tensor:
+        """x_t's nonzero values for EmbeddingBag's per_sample_weights, (N,)."""
+        weights = side.value[batch.ratings]  # (N,)
+        if self.hparams.rating_input == "scaled":
+            weights = weights / self.rating_range.abs().max().clamp(min=1e-6)
+        if self.hparams.input_norm != "sum":
+            count = batch.ratings_per_row[batch.rating_row].float()  # (N,)
+            weights = weights / (count.sqrt() if self.hparams.input_norm == "sqrt" else count)
+        return weights
+
+    # ------------------------------------------------------------------ states
+    def _states_after_rows(self, side: str, seqs: SideTensors, entities: torch.Tensor):
+        """Projected state after every row of `entities` (local CSR in the given order): (R, D), (K,).
+        Plain no-grad tensors even inside Lightning's inference mode (they are reused in training)."""
+        with torch.inference_mode(False), torch.no_grad():
+            net = self._net(side)
+            lengths = seqs.lengths[entities]  # (K,)
+            local_start = torch.cumsum(lengths, 0) - lengths  # (K,)
+            after = torch.empty(int(lengths.sum()), self.hparams.dynamic_dim)  # (R, D)
+            for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
+                batch = gather(seqs, entities[chunk])
+                hidden = net(seqs, batch, self._input_weights(seqs, batch))  # (R_b, H)
+                after[ranges(local_start[chunk], lengths[chunk])] = net.project(hidden)
+            return after, local_start
+
+    def _cached_states(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(state before each training row (n_active, D), final state (n_entities, D)) of one side,
+        recomputed only when that side's parameters changed."""
+        cached = self._state_cache.get(side)
+        if cached is not None and cached[0] == self._version[side]:
+            return cached[1], cached[2]
+        seqs = self._sides[side]
+        after, _ = self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))  # (n_active, D)
+        first = seqs.features[:, 0] > 0  # 1_newbie marks each entity's first row
+        with torch.inference_mode(False), torch.no_grad():
+            before = torch.where(first[:, None], self._net(side).project.bias,
+                                 after[(torch.arange(len(after)) - 1).clamp(min=0)])
+        final = after[seqs.offsets[1:] - 1]  # (n_entities, D)
+        self._state_cache[side] = (self._version[side], before, final)
+        return before, final
+
+    def _final_states(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._attached()
+        if self._advanced is not None:
+            return self._advanced["final"]["user"], self._advanced["final"]["item"]
+        return self._cached_states("user")[1], self._cached_states("item")[1]
+
+    def _stationary_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """<u_i, m_j> (+ biases) (+ mean) of eq. (7), (Q,)."""
+        score = (self.user_factors.weight[users] * self.item_factors.weight[items]).sum(-1) + self.mean_offset
+        if self.hparams.biases:
+            score = score + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
+        return score
+
+    @torch.no_grad()
+    def predict_ratings(self, batch: dict) -> torch.Tensor:
+        """Validation/test ratings from the final extrapolated states (Section 3.3), (B,)."""
+        user_final, item_final = self._final_states()
+        users, items = batch["user"], batch["item"]
+        return (user_final[users] * item_final[items]).sum(-1) + self._stationary_score(users, items)
+
+    @torch.no_grad()
+    def predict_at(self, data, users: torch.Tensor, items: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """Causal predictions at arbitrary times: each side's state after all its active steps strictly
+        before the step the timestamp falls in (at/after the training end: after all training steps)."""
+        self.attach(data)
+        users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
+        user_dynamic = self._dynamic_at("user", users, timestamps)  # (Q, D)
+        item_dynamic = self._dynamic_at("item", items, timestamps)  # (Q, D)
+        pred = (user_dynamic * item_dynamic).sum(-1) + self._stationary_score(users, items)
+        return pred.float().clamp(self.rating_range[0], self.rating_range[1])
+
+    def _dynamic_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        seqs = self._advanced["seqs"][side] if self._advanced is not None else self._sides[side]
+        unique, inverse = torch.unique(entities, return_inverse=True)  # (K,), (Q,)
+        after, local_start = self._states_after_rows(side, seqs, unique)  # (R, D), (K,)
+        lengths = seqs.lengths[unique]
+        row_step = seqs.step[ranges(seqs.offsets[unique], lengths)]  # (R,) entity-major, time order
+        query_step = torch.as_tensor(seqs.granularity.step_of(timestamps.numpy()))  # (Q,)
+        last_train_step = int(seqs.granularity.step_of(self._test_start - 1))
+        past_training = timestamps >= self._test_start
+        query_step = torch.where(past_training, query_step.clamp(min=last_train_step + 1), query_step)
+        low = int(min(row_step.min(), query_step.min()))
+        span = int(max(row_step.max(), query_step.max())) - low + 1
+        row_key = torch.repeat_interleave(torch.arange(len(unique)), lengths) * span + (row_step - low)  # sorted
+        query_key = inverse * span + (query_step - low)
+        before_count = torch.searchsorted(row_key, query_key) - local_start[inverse]  # (Q,) rows strictly before
+        last = (local_start[inverse] + before_count - 1).clamp(min=0)
+        initial = self._net(side).project.bias.expand(len(entities), -1)
+        return torch.where((before_count > 0)[:, None], after[last], initial)  # (Q, D)
+
+    # ------------------------------------------------------------------ update without re-training (Section 4.5)
+    @torch.no_grad()
+    def advance(self, data, ratings: pd.DataFrame) -> dict:
+        """Feed newly observed ratings (user_idx, item_idx, rating, timestamp; after the training
+        period) through the trained networks; predictions then use the advanced states. Repeated
+        calls accumulate; `reset_states()` goes back to the training states."""
+        self.attach(data)
+        missing = {"user_idx", "item_idx", "rating", "timestamp"} - set(ratings.columns)
+        if missing:
+            raise RrnxError(f"advance: ratings lack the columns {', '.join(sorted(missing))}")
+        if len(ratings) and int(ratings["timestamp"].min()) < self._test_start:
+            raise RrnxError("advance: ratings must come after the training period (timestamp >= data.test_start)")
+        previous = self._advanced["ratings"] if self._advanced is not None else ratings.iloc[:0]
+        fed = pd.concat([previous, ratings[["user_idx", "item_idx", "rating", "timestamp"]]], ignore_index=True)
+        train = data.split.train
+        arrays = [np.concatenate([t, n]) for t, n in zip(ratings_frame_arrays(train), ratings_frame_arrays(fed))]
+        user_final, item_final = (f.clone() for f in self._final_states())
+        finals, seqs = {"user": user_final, "item": item_final}, {}
+        for side, column in (("user", "user_idx"), ("item", "item_idx")):
+            n = self.hparams.n_users if side == "user" else self.hparams.n_items
+            seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n)
+            touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)))
+            if len(touched):
+                after, local_start = self._states_after_rows(side, seqs[side], touched)
+                finals[side][touched] = after[local_start + seqs[side].lengths[touched] - 1]
+        self._advanced = {"ratings": fed, "seqs": seqs, "final": finals}
+        return {"ratings": len(ratings), "users": int(ratings["user_idx"].nunique()),
+                "items": int(ratings["item_idx"].nunique())}
+
+    def reset_states(self) -> None:
+        """Forget what advance() fed: back to the states at the end of training."""
+        self._advanced = None
+
+    # ------------------------------------------------------------------ training (Section 3.4)
+    def train_loader(self, data) -> "PhaseBatches":
+        self.attach(data)
+        return PhaseBatches(self)
+
+    def eval_loader(self, data, split: str):
+        self.attach(data)
+        return data.triples_loader(split)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        def adam(net):
+            return torch.optim.Adam(net.parameters(), lr=hp.net_lr, weight_decay=hp.net_weight_decay)
+        def sgd(side):
+            return torch.optim.SGD(self._stationary_params(side), lr=hp.stationary_lr)
+        return [adam(self.user_net), sgd("user"), adam(self.item_net), sgd("item")]
+
+    def on_train_start(self) -> None:
+        if not bool(self.stationary_ready):
+            from rrnx.models.rrn_pretrain import pretrain_stationary
+            start = time.perf_counter()
+            pretrain_stationary(self, self._attached())
+            self.stationary_ready.fill_(True)
+            self._pretrain_seconds = time.perf_counter() - start
+
+    def on_train_epoch_start(self) -> None:
+        self._phase_seconds = {side: 0.0 for side in SIDES}
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        start = time.perf_counter()
+        side = batch["side"]
+        other_before, _ = self._cached_states(OTHER_SIDE[side])  # (n_other_active, D), frozen in this phase
+        pred, target, reg = self.phase_forward(side, batch["entities"], other_before)
+        mse = torch.mean((pred - target) ** 2)  # eq. (8)
+        opts = self.optimizers()
+        net_opt, stationary_opt = opts[0:2] if side == "user" else opts[2:4]
+        net_opt.zero_grad()
+        stationary_opt.zero_grad()
+        self.manual_backward(mse + reg)
+        net_opt.step()
+        stationary_opt.step()
+        self._version[side] += 1
+        self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(pred))
+        self._phase_seconds[side] += time.perf_counter() - start
+
+    def phase_forward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor):
+        """Predictions of every training rating of `entities` from states before its step: this side's
+        with gradients, the other side's from the frozen cache. Returns (pred (N,), target (N,), reg)."""
+        seqs = self._sides[side]
+        batch = gather(seqs, entities)
+        net = self._net(side)
+        hidden = net(seqs, batch, self._input_weights(seqs, batch))  # (R, H)
+        own_dynamic = net.dynamic_before(batch, hidden)[batch.rating_row]  # (N, D)
+        other_dynamic = other_before[seqs.other_row[batch.ratings]]  # (N, D)
+        rating_entity = batch.row_entity[batch.rating_row]  # (N,) local entity
+        per_entity = torch.zeros(len(entities)).index_add_(0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
+        n = len(batch.ratings)
+        scale = n / per_entity  # SGD step = each entity's mean gradient
+        own = self._factors(side)(entities)  # (B, k)
+        own.register_hook(lambda g: g * scale[:, None])
+        other_idx = seqs.other[batch.ratings]  # (N,)
+        other = self._factors(OTHER_SIDE[side]).weight.detach()[other_idx]  # (N, k) frozen
+        pred = (own_dynamic * other_dynamic).sum(-1) + (own[rating_entity] * other).sum(-1) + self.mean_offset
+        reg = (per_entity * own.pow(2).sum(-1)).sum()
+        if self.hparams.biases:
+            own_bias = self._bias(side)(entities)  # (B, 1)
+            own_bias.register_hook(lambda g: g * scale[:, None])
+            pred = pred + own_bias[rating_entity, 0] + self._bias(OTHER_SIDE[side]).weight.detach()[other_idx, 0]
+            reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
+        return pred, seqs.value[batch.ratings], self.hparams.reg * reg / n
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            for side in SIDES:
+                self.log(PHASE_SECONDS[side], self._phase_seconds[side])
+            if hasattr(self, "_pretrain_seconds"):
+                self.log(PRETRAIN_SECONDS, self._pretrain_seconds)
+        self._final_states()
+
+    def on_test_epoch_start(self) -> None:
+        self._state_cache = {}
+        self._final_states()
+
+    def on_predict_epoch_start(self) -> None:
+        self._state_cache = {}
+        self._final_states()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+        # plain types and tensors only: checkpoints load with torch.load(weights_only=True)
+        checkpoint["rrn_rng"] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rrn_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            random.setstate(rng["python"])
+        self._clear_states()
+
+
+class PhaseBatches:
+    """One epoch of alternating subspace descent: the user phase's batches, then the item phase's.
+
+    Batches hold entities of similar sequence length; their order and membership are drawn from
+    (seed, epoch), so a resumed run sees the same batches as an uninterrupted one."""
+
+    def __init__(self, model: RRN):
+        self.model, self.seed = model, torch.initial_seed()
+        self.sizes = {"user": model.hparams.user_batch_size, "item": model.hparams.item_batch_size}
+
+    def __len__(self) -> int:
+        return sum(-(-self.model._sides[s].n_entities // self.sizes[s]) for s in SIDES)
+
+    def __iter__(self):
+        epoch = self.model.current_epoch if self.model._trainer is not None else 0
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        for side in SIDES:
+            for entities in length_sorted_batches(self.model._sides[side].lengths, self.sizes[side], generator):
+                yield {"side": side, "entities": entities}

@@ -1,0 +1,185 @@
+"""RRN's tensor layout: per-side step sequences as torch CSR, gathered and packed without Python loops.
+
+One side (users or items) is a CSR over entities -> active steps ("rows") -> ratings, the layout
+of rrnx.data.steps.StepSequences. A batch of entities is gathered into:
+  rows     (R,) the global rows of the batch's entities, entity-major and in time order,
+  ratings  (N,) the global ratings of those rows, row-major,
+and packed time-major for torch's LSTM (PackedSequence) by index arithmetic alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rrnx.data.steps import Granularity, StepSequences, build_sequences
+
+SIDES = ("user", "item")
+OTHER_SIDE = {"user": "item", "item": "user"}
+
+
+@dataclass
+class SideTensors:
+    """One side's sequences as tensors (see StepSequences for the meaning of each array)."""
+
+    side: str
+    granularity: Granularity
+    tau_mean: float
+    tau_std: float
+    offsets: torch.Tensor  # (n_entities + 1,) int64
+    step: torch.Tensor  # (n_active,) int64 global step index of each row
+    features: torch.Tensor  # (n_active, 3) float32: [1_newbie, tau_t, tau_{t-1}] of eq. (5)
+    rating_offsets: torch.Tensor  # (n_active + 1,) int64
+    other: torch.Tensor  # (n_ratings,) int64 other-side index of each rating
+    value: torch.Tensor  # (n_ratings,) float32 rating
+    other_row: torch.Tensor | None = None  # (n_ratings,) int64 row on the OTHER side holding this rating
+
+    @property
+    def n_entities(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_active(self) -> int:
+        return len(self.step)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]  # (n_entities,)
+
+    def tau_of_step(self, step: np.ndarray) -> np.ndarray:
+        days = self.granularity.start_of(step) / 86_400
+        return ((days - self.tau_mean) / self.tau_std).astype(np.float32)
+
+
+def side_tensors(seq: StepSequences, other_row: np.ndarray | None = None) -> SideTensors:
+    features = np.stack([seq.newbie, seq.tau, seq.prev_tau], axis=1).astype(np.float32)  # (n_active, 3)
+    return SideTensors(seq.side, seq.granularity, seq.tau_mean, seq.tau_std,
+                       torch.as_tensor(seq.offsets), torch.as_tensor(seq.step), torch.as_tensor(features),
+                       torch.as_tensor(seq.rating_offsets), torch.as_tensor(seq.other),
+                       torch.as_tensor(seq.value), None if other_row is None else torch.as_tensor(other_row))
+
+
+def training_sides(data) -> dict[str, SideTensors]:
+    """Both sides of a TemporalDataModule's training data, each rating knowing its row on the other
+    side (so the other side's state before that row can be looked up in a cache)."""
+    train = data.split.train
+    user_row, item_row = train["user_row"].to_numpy(), train["item_row"].to_numpy()
+    # build_sequences orders ratings by (entity, step) stably, i.e. by row: argsort(row) recovers it
+    in_user_order = np.argsort(user_row, kind="stable")
+    in_item_order = np.argsort(item_row, kind="stable")
+    user = side_tensors(data.user_steps, item_row[in_user_order])
+    item = side_tensors(data.item_steps, user_row[in_item_order])
+    assert np.array_equal(data.user_steps.other, train["item_idx"].to_numpy()[in_user_order])
+    return {"user": user, "item": item}
+
+
+def extended_side(train_side: SideTensors, user, item, rating, timestamp, n_entities: int) -> SideTensors:
+    """Training ratings plus newly observed ones as one side's sequences, on the training wallclock
+    scale (tau keeps the training mean and deviation). Used by RRN.advance (Section 4.5)."""
+    side = train_side.side
+    entity, other = (user, item) if side == "user" else (item, user)
+    seq, _ = build_sequences(side, entity, other, rating.astype(np.float32), timestamp, n_entities,
+                             train_side.granularity)
+    tau = train_side.tau_of_step(seq.step)
+    first = seq.newbie > 0
+    prev_tau = np.where(first, tau, np.roll(tau, 1)).astype(np.float32)
+    features = np.stack([seq.newbie, tau, prev_tau], axis=1).astype(np.float32)
+    return SideTensors(side, train_side.granularity, train_side.tau_mean, train_side.tau_std,
+                       torch.as_tensor(seq.offsets), torch.as_tensor(seq.step), torch.as_tensor(features),
+                       torch.as_tensor(seq.rating_offsets), torch.as_tensor(seq.other), torch.as_tensor(seq.value))
+
+
+def ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Concatenation of arange(s, s + n) for each (s, n), vectorised."""
+    total = int(lengths.sum())
+    first = torch.cumsum(lengths, 0) - lengths  # (K,) where each range begins in the output
+    return torch.arange(total) + torch.repeat_interleave(starts - first, lengths, output_size=total)
+
+
+@dataclass
+class RowBatch:
+    """A batch of entities with their rows and ratings (local = position inside this batch)."""
+
+    entities: torch.Tensor  # (B,) entity indices
+    lengths: torch.Tensor  # (B,) rows per entity
+    rows: torch.Tensor  # (R,) global row ids, entity-major, time order
+    row_entity: torch.Tensor  # (R,) local entity of each row
+    position: torch.Tensor  # (R,) position of the row in its entity's sequence (0 = first active step)
+    ratings: torch.Tensor  # (N,) global rating ids
+    rating_row: torch.Tensor  # (N,) local row of each rating
+    bag_offsets: torch.Tensor  # (R,) start of each row's ratings in `ratings` (EmbeddingBag offsets)
+    ratings_per_row: torch.Tensor  # (R,)
+
+    @property
+    def last_row(self) -> torch.Tensor:
+        return torch.cumsum(self.lengths, 0) - 1  # (B,) local row of each entity's last active step
+
+
+def gather(side: SideTensors, entities: torch.Tensor) -> RowBatch:
+    starts = side.offsets[entities]
+    lengths = side.offsets[entities + 1] - starts  # (B,)
+    rows = ranges(starts, lengths)  # (R,)
+    row_entity = torch.repeat_interleave(torch.arange(len(entities)), lengths, output_size=len(rows))
+    position = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths,
+                                                                 output_size=len(rows))
+    r_starts = side.rating_offsets[rows]
+    r_lengths = side.rating_offsets[rows + 1] - r_starts  # (R,)
+    ratings = ranges(r_starts, r_lengths)  # (N,)
+    rating_row = torch.repeat_interleave(torch.arange(len(rows)), r_lengths, output_size=len(ratings))
+    bag_offsets = torch.cumsum(r_lengths, 0) - r_lengths
+    return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row, bag_offsets, r_lengths)
+
+
+@dataclass
+class Packing:
+    """Where each local row goes in a time-major PackedSequence, and its batch sizes."""
+
+    packed_position: torch.Tensor  # (R,) index of local row r in PackedSequence.data
+    unpacked: torch.Tensor  # (R,) local row at each packed index (inverse permutation)
+    batch_sizes: torch.Tensor  # (T,) int64 on CPU, sequences alive at each time step
+    sorted_entities: torch.Tensor  # (B,) local entities by decreasing length (the LSTM's batch order)
+
+
+def pack(batch: RowBatch) -> Packing:
+    """Sequences sorted by decreasing length: at time t the alive ones are the first batch_sizes[t],
+    so row (entity of rank k, time t) lands at sum(batch_sizes[:t]) + k."""
+    lengths = batch.lengths
+    order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    longest = int(lengths.max())
+    alive = torch.bincount(lengths, minlength=longest + 1).flip(0).cumsum(0).flip(0)[1:]  # (T,) len > t
+    first_of_step = torch.cumsum(alive, 0) - alive  # (T,)
+    packed_position = first_of_step[batch.position] + rank[batch.row_entity]  # (R,)
+    unpacked = torch.empty_like(packed_position)
+    unpacked[packed_position] = torch.arange(len(packed_position))
+    return Packing(packed_position, unpacked, alive, order)
+
+
+def length_sorted_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> list:
+    """Entity batches of similar sequence length (little LSTM work wasted on ragged tails), in random
+    order when a generator is given; ties are broken at random so batches differ between epochs."""
+    n = len(lengths)
+    tiebreak = torch.rand(n, generator=generator) if generator is not None else torch.zeros(n)
+    order = np.lexsort((tiebreak.numpy(), lengths.numpy()))  # by length, then random
+    batches = list(torch.as_tensor(order).split(batch_size))
+    if generator is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
+def row_budget_batches(lengths: torch.Tensor, max_rows: int) -> list:
+    """Indices into `lengths`, sorted by length and cut into batches of about max_rows rows
+    (the no-grad passes: large batches keep the LSTM matmuls large)."""
+    order = torch.argsort(lengths, stable=True)
+    cut = torch.div(torch.cumsum(lengths[order], 0) - 1, max_rows, rounding_mode="floor")  # non-decreasing
+    counts = torch.bincount(cut)
+    return list(order.split(counts[counts > 0].tolist()))
+
+
+def ratings_frame_arrays(ratings: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    return (ratings["user_idx"].to_numpy(np.int64), ratings["item_idx"].to_numpy(np.int64),
+            ratings["rating"].to_numpy(np.float32), ratings["timestamp"].to_numpy(np.int64))
