@@ -1,0 +1,38 @@
+"""rrnx sweep SWEEP.yaml [--recipe RECIPE] [--storage URL] [--workers N] [--n-trials N] [--timeout S] [--resume]
+[--out DIR] [--study-name NAME] [--section.key=value ...]"""
+
+from pathlib import Path
+
+NAME = "sweep"
+HELP = "search recipe values (granularity, dimensions...) with an Optuna study; report the best"
+TAKES_OVERRIDES = True
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("sweep", type=Path, help="sweep file (e.g. sweeps/rrn-granularity.yaml)")
+    parser.add_argument("--recipe", type=Path, help="run the sweep on this recipe instead of the sweep file's")
+    parser.add_argument("--storage", help="database URL shared by many machines (postgresql://user:pw@host/db); "
+                        "default: a journal file OUT/study.journal on this machine")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--n-trials", type=int, help="budget: finished (complete + pruned) trials; "
+                        "overrides the sweep file")
+    parser.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
+    parser.add_argument("--resume", action="store_true", help="continue the study in OUT until its budget")
+    parser.add_argument("--out", type=Path, help="output directory (default sweeps-out/STUDY_NAME)")
+    parser.add_argument("--study-name", help="study name (default: the sweep file's study_name or file name)")
+    parser.epilog = ("Override any recipe value with --section.key=value, as with rrnx fit, "
+                     "e.g. --data.path=ratings.dat --trainer.max_epochs=2")
+
+
+def run(args, overrides) -> int:
+    from rrnx.errors import RrnxError
+    from rrnx.sweep import load_sweep, run_sweep
+
+    for name in ("n_trials", "timeout"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise RrnxError(f"--{name.replace('_', '-')} must be positive (got {value:g})")
+    sweep = load_sweep(args.sweep, overrides, recipe=args.recipe)
+    run_sweep(sweep, out=args.out, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
+              timeout=args.timeout, resume=args.resume, study_name=args.study_name)
+    return 0
