@@ -121,18 +121,21 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
         logger.log_hyperparams({"split": data.split.summary, "params": model.num_parameters()})
     history = EpochHistory()
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=VAL_RMSE, mode="min",
-                           save_last=True, enable_version_counter=False)
+                           enable_version_counter=False)
+    # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=str(run_dir), logger=logger,
-                        callbacks=[history, best, *(callbacks or [])], **trainer_cfg)
+                        callbacks=[history, best, last, *(callbacks or [])], **trainer_cfg)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=str(last_ckpt) if resume else None)
     train_seconds = time.perf_counter() - start
     if not best.best_model_path:
         raise RrnxError(f"{run_dir}: training produced no checkpoint (no validation epoch ran)")
 
+    epochs = list(history.epochs)  # testing best.ckpt restores the callbacks' state as of the best epoch
     test_rmse = evaluate(trainer, model, data, best.best_model_path)
     predictions(trainer, model, data, best.best_model_path).to_parquet(run_dir / "predictions.parquet", index=False)
-    metrics = summarize(history.epochs, test_rmse, model, train_seconds, recipe, run_dir)
+    metrics = summarize(epochs, test_rmse, model, train_seconds, recipe, run_dir)
     write_json(run_dir / "metrics.json", metrics)
     log_summary(logger, {k: v for k, v in metrics.items() if k != "epochs"})
     finish(logger)

@@ -353,14 +353,16 @@ class RRN(RatingModel):
         n = len(batch.ratings)
         scale = n / per_entity  # SGD step = each entity's mean gradient
         own = self._factors(side)(entities)  # (B, k)
-        own.register_hook(lambda g: g * scale[:, None])
+        if own.requires_grad:
+            own.register_hook(lambda g: g * scale[:, None])
         other_idx = seqs.other[batch.ratings]  # (N,)
         other = self._factors(OTHER_SIDE[side]).weight.detach()[other_idx]  # (N, k) frozen
         pred = (own_dynamic * other_dynamic).sum(-1) + (own[rating_entity] * other).sum(-1) + self.mean_offset
         reg = (per_entity * own.pow(2).sum(-1)).sum()
         if self.hparams.biases:
             own_bias = self._bias(side)(entities)  # (B, 1)
-            own_bias.register_hook(lambda g: g * scale[:, None])
+            if own_bias.requires_grad:
+                own_bias.register_hook(lambda g: g * scale[:, None])
             pred = pred + own_bias[rating_entity, 0] + self._bias(OTHER_SIDE[side]).weight.detach()[other_idx, 0]
             reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
         return pred, seqs.value[batch.ratings], self.hparams.reg * reg / n

@@ -1,0 +1,252 @@
+"""RRN: causality, alternating phases, overfitting, resume, update without re-training, end to end.
+
+Every test makes its own tiny data (a few hundred ratings) in tmp_path; each runs in seconds.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from rrnx.cli import main
+from rrnx.data.datamodule import TemporalDataModule
+from rrnx.models.rrn import RRN
+from rrnx.run import fit
+
+DAY = 86_400
+START = pd.Timestamp("2005-01-01", tz="UTC").timestamp()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP barrier stalls on busy shared cores (100x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_ratings(n_users=40, n_items=25, n=900, days=100, seed=0) -> pd.DataFrame:
+    """Ratings with a little structure (user and item offsets, a drift) over `days` days."""
+    rng = np.random.default_rng(seed)
+    user, item = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    day = rng.integers(0, days, n)
+    signal = 3 + 0.8 * np.sin(user) + 0.6 * np.cos(item) + 0.01 * day * np.sign(np.sin(3 * user))
+    frame = pd.DataFrame({"user": 100 + user, "item": 500 + item,
+                          "rating": np.clip(np.rint(signal + rng.normal(0, 0.3, n)), 1, 5).astype(np.float32),
+                          "timestamp": (START + day * DAY + rng.integers(0, DAY, n)).astype(np.int64)})
+    return frame.drop_duplicates(["user", "item"]).reset_index(drop=True)
+
+
+def datamodule(tmp_path, ratings, name="ratings.parquet", **kwargs) -> TemporalDataModule:
+    path = tmp_path / name
+    ratings.to_parquet(path, index=False)
+    settings = {"train_start": "2005-01-01", "test_start": "2005-03-22", "user_granularity": "3d",
+                "item_granularity": "7d", "cache_dir": str(tmp_path / "cache"), **kwargs}
+    data = TemporalDataModule(path=str(path), format="parquet", **settings)
+    data.setup("fit")
+    return data
+
+
+def tiny_model(data, **kwargs) -> RRN:
+    torch.manual_seed(0)
+    settings = {"hidden": 8, "embed_dim": 6, "dynamic_dim": 4, "dim": 3, "pretrain_epochs": 0, **kwargs}
+    model = RRN(data.n_users, data.n_items, **settings)
+    model.set_data_stats(data.rating_range, data.rating_mean)
+    with torch.no_grad():  # larger recurrent weights so every input visibly moves the states
+        for net in (model.user_net, model.item_net):
+            net.project.weight.normal_(std=0.5)
+    model.attach(data)
+    return model
+
+
+def recipe(tmp_path, epochs=2, **model) -> dict:
+    path = tmp_path / "ratings.parquet"
+    if not path.exists():
+        tiny_ratings().to_parquet(path, index=False)
+    return {"data": {"path": str(path), "format": "parquet", "train_start": "2005-01-01",
+                     "test_start": "2005-03-22", "user_granularity": "3d", "item_granularity": "7d",
+                     "cache_dir": str(tmp_path / "cache")},
+            "model": {"name": "rrn", "hidden": 8, "embed_dim": 6, "dynamic_dim": 4, "dim": 3, "pretrain_epochs": 1,
+                      "user_batch_size": 16, "item_batch_size": 8, **model},
+            "trainer": {"max_epochs": epochs, "seed": 0, "num_threads": 1, "enable_progress_bar": False}, "logger": {"name": "none"}}
+
+
+def training_predictions(model) -> pd.DataFrame:
+    """Every training rating's prediction, from the user phase and from the item phase."""
+    out = {}
+    with torch.no_grad():
+        for side in ("user", "item"):
+            seqs = model._sides[side]
+            other_before, _ = model._cached_states("item" if side == "user" else "user")
+            pred, target, _ = model.phase_forward(side, torch.arange(seqs.n_entities), other_before)
+            out[side] = pred.numpy()
+    return out
+
+
+# ---------------------------------------------------------------------------- causality (Section 3.3)
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_path, which):
+    ratings = tiny_ratings()
+    train = ratings[ratings["timestamp"] < pd.Timestamp("2005-03-22", tz="UTC").timestamp()]
+    victim = train.index[[len(train) // 4, len(train) // 2, 3 * len(train) // 4][which]]
+    changed = ratings.copy()
+    changed.loc[victim, "rating"] = 1.0 if ratings.loc[victim, "rating"] > 2 else 5.0
+    data_a = datamodule(tmp_path, ratings, "a.parquet")
+    data_b = datamodule(tmp_path, changed, "b.parquet")
+    model = tiny_model(data_a)
+    ts = int(ratings.loc[victim, "timestamp"])
+    user_step = int(data_a.user_granularity.step_of(ts))
+    item_step = int(data_a.item_granularity.step_of(ts))
+
+    # predict_at: every (user, item) pair at every day of the training period
+    users, items, days = np.meshgrid(np.arange(data_a.n_users), np.arange(data_a.n_items), np.arange(0, 80))
+    times = (START + days.ravel() * DAY + 3600).astype(np.int64)
+    args = (torch.as_tensor(users.ravel()), torch.as_tensor(items.ravel()), torch.as_tensor(times))
+    pred_a = model.predict_at(data_a, *args)
+    pred_b = model.predict_at(data_b, *args)
+    up_to_t = torch.as_tensor((data_a.user_granularity.step_of(times) <= user_step)
+                              & (data_a.item_granularity.step_of(times) <= item_step))
+    assert torch.equal(pred_a[up_to_t], pred_b[up_to_t])
+    assert not torch.equal(pred_a[~up_to_t], pred_b[~up_to_t])  # the change does reach later steps
+
+    # the training path: each phase's prediction of every training rating
+    train_b = training_predictions(model)  # the model is attached to data_b now
+    model.attach(data_a)
+    train_a, sides = training_predictions(model), model._sides
+    for side in ("user", "item"):
+        seqs = sides[side]
+        row_of_rating = np.repeat(np.arange(seqs.n_active), np.diff(seqs.rating_offsets.numpy()))
+        step = seqs.step.numpy()[row_of_rating]
+        other = sides["item" if side == "user" else "user"]
+        other_step = other.step.numpy()[seqs.other_row.numpy()]
+        user_s, item_s = (step, other_step) if side == "user" else (other_step, step)
+        early = (user_s <= user_step) & (item_s <= item_step)
+        np.testing.assert_array_equal(train_a[side][early], train_b[side][early])
+        assert early.sum() > 0 and not np.array_equal(train_a[side], train_b[side])
+
+
+# ---------------------------------------------------------------------------- alternating subspace descent
+
+class PhaseWatch(Callback):
+    """Snapshots of each side's parameters at the phase boundaries of the first epoch."""
+
+    def __init__(self):
+        self.snapshots, self.previous = {}, None
+
+    @staticmethod
+    def side_state(model, side):
+        net = model.user_net if side == "user" else model.item_net
+        factors = model.user_factors if side == "user" else model.item_factors
+        return [p.detach().clone() for p in [*net.parameters(), *factors.parameters()]]
+
+    def on_train_batch_start(self, trainer, model, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch["side"] != self.previous:
+            self.snapshots[f"{batch['side']}_start"] = {s: self.side_state(model, s) for s in ("user", "item")}
+            self.previous = batch["side"]
+
+    def on_train_epoch_end(self, trainer, model):
+        if trainer.current_epoch == 0:
+            self.snapshots["end"] = {s: self.side_state(model, s) for s in ("user", "item")}
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_each_phase_leaves_the_other_side_bit_identical(tmp_path):
+    watch = PhaseWatch()
+    fit(recipe(tmp_path, epochs=1), tmp_path / "run", quiet=True, callbacks=[watch])
+    s = watch.snapshots
+    assert same(s["user_start"]["item"], s["item_start"]["item"])  # user phase: items frozen
+    assert not same(s["user_start"]["user"], s["item_start"]["user"])  # ... users learned
+    assert same(s["item_start"]["user"], s["end"]["user"])  # item phase: users frozen
+    assert not same(s["item_start"]["item"], s["end"]["item"])
+
+
+def test_a_tiny_rrn_overfits_a_tiny_set(tmp_path):
+    ratings = tiny_ratings(n_users=20, n_items=12, n=300)
+    ratings.to_parquet(tmp_path / "ratings.parquet", index=False)
+    grabbed = {}
+
+    class Grab(Callback):
+        def on_train_end(self, trainer, model):
+            grabbed["model"] = model
+
+    fit(recipe(tmp_path, epochs=40, net_lr=0.01, stationary_lr=0.5, reg=0.0, pretrain_epochs=0,
+               user_batch_size=4, item_batch_size=2, hidden=16, dim=6),
+        tmp_path / "run", quiet=True, callbacks=[Grab()])
+    model = grabbed["model"]
+    target = model._sides["user"].value.numpy()
+    pred = training_predictions(model)["user"]
+    rmse = float(np.sqrt(np.mean((pred - target) ** 2)))
+    mean_rmse = float(target.std())
+    assert rmse < 0.5 * mean_rmse, (rmse, mean_rmse)
+
+
+# ---------------------------------------------------------------------------- resume
+
+class Kill(Callback):
+    """Dies as epoch 1 begins, after epoch 0's checkpoints are written."""
+
+    def on_train_epoch_start(self, trainer, model):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("killed after epoch 0")
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    full = fit(recipe(tmp_path, epochs=2), tmp_path / "full", quiet=True)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(recipe(tmp_path, epochs=2), tmp_path / "killed", quiet=True, callbacks=[Kill()])
+    resumed = fit({}, tmp_path / "killed", resume=True, quiet=True)
+    assert len(full["epochs"]) == 2
+    assert [e["val/rmse"] for e in resumed["epochs"]] == [e["val/rmse"] for e in full["epochs"]]
+    assert resumed["test_rmse"] == full["test_rmse"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------- update without re-training
+
+def test_advance_changes_states_only_through_new_ratings(tmp_path):
+    data = datamodule(tmp_path, tiny_ratings())
+    model = tiny_model(data)
+    user_final, item_final = (f.clone() for f in model._final_states())
+    val = data.split.val
+    batch = {"user": torch.as_tensor(val["user_idx"].to_numpy()), "item": torch.as_tensor(val["item_idx"].to_numpy())}
+    before = model.predict_ratings(batch)
+
+    model.advance(data, val.iloc[:0])
+    assert torch.equal(model.predict_ratings(batch), before)
+    new = val.iloc[:5]
+    counts = model.advance(data, new)
+    assert counts == {"ratings": 5, "users": new["user_idx"].nunique(), "items": new["item_idx"].nunique()}
+    user_after, item_after = model._final_states()
+    for final, after, touched in ((user_final, user_after, new["user_idx"]), (item_final, item_after, new["item_idx"])):
+        moved = torch.as_tensor(sorted(set(touched)))
+        untouched = torch.ones(len(final), dtype=torch.bool)
+        untouched[moved] = False
+        assert torch.equal(final[untouched], after[untouched])
+        assert not torch.equal(final[moved], after[moved])
+    later = torch.full((len(val),), int(val["timestamp"].max()) + 30 * DAY)
+    assert torch.allclose(model.predict_at(data, batch["user"], batch["item"], later),
+                          model.predict_clamped(batch))
+    model.reset_states()
+    assert torch.equal(model.predict_ratings(batch), before)
+
+
+# ---------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_synthetic_recipe_end_to_end(tmp_path, capsys):
+    code = main(["fit", "recipes/synthetic.yaml", "--model.name=rrn", "--logger.name=none",
+                 "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.num_threads=1",
+                 "--data.synthetic.n_users=300", "--data.synthetic.n_items=120", "--data.synthetic.n_ratings=6000",
+                 f"--data.cache_dir={tmp_path / 'cache'}", "--run-dir", str(tmp_path / "run")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "rrn: best epoch 0" in out and (tmp_path / "run" / "metrics.json").is_file()
