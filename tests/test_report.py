@@ -1,0 +1,116 @@
+"""rrnx report: the paper's analyses on tiny synthetic runs the tests train themselves.
+
+The planted effects (docs/synthetic.md) are the ground truth: an RRN's traced predictions must
+rise after the planted award bumps (not for their controls) and move at the planted scale
+shift; PMF's must be exactly flat. RRN runs are marked slow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rrnx.cli import main
+from rrnx.report import ReportOptions, load_runs, write_report
+from rrnx.report import cold_start, exogenous, granularity, scale_shift, update
+from rrnx.report.runs import expand_run_dirs
+from rrnx.report.section import Skip
+
+TINY_DATA = ["--data.synthetic.n_users=400", "--data.synthetic.n_items=150", "--data.synthetic.n_ratings=8000"]
+TINY_OPTIONS = ReportOptions(n_users=60, n_active_users=60, items_per_group=20, min_period_ratings=3,
+                             min_test_ratings=2, dpi=50)
+HAS_RRN = importlib.util.find_spec("rrnx.models.rrn") is not None
+needs_rrn = pytest.mark.skipif(not HAS_RRN, reason="rrnx.models.rrn is not written yet")
+
+
+def fit_run(run_dir: Path, *overrides: str) -> Path:
+    assert main(["fit", "recipes/synthetic.yaml", "--run-dir", str(run_dir), "--logger.name=none",
+                 "--trainer.enable_progress_bar=false", *overrides]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("report-cache")
+
+
+@pytest.fixture(scope="module")
+def pmf_run(tmp_path_factory, cache):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RRNX_CACHE", str(cache))
+        mp.chdir(Path(__file__).resolve().parents[1])
+        return fit_run(tmp_path_factory.mktemp("runs") / "pmf", "--model.name=pmf", "--trainer.max_epochs=2",
+                       *TINY_DATA)
+
+
+@pytest.fixture
+def same_cache(cache, monkeypatch):
+    """Later tests load the runs' data from the cache the runs were made with."""
+    monkeypatch.setenv("RRNX_CACHE", str(cache))
+
+
+def test_pmf_traces_are_flat(pmf_run, same_cache):
+    (run,) = load_runs([pmf_run])
+    events = exogenous.events_from_truth(run.truth)
+    exo = exogenous.exogenous_dynamics(run.model, run.data, events, n_users=50)
+    assert set(exo["kind"]) == {"bumped", "control"}
+    assert exo.groupby("item")["prediction"].agg(np.ptp).max() < 1e-5  # time-invariant
+    groups = scale_shift.release_groups(run.data, run.truth)
+    scale = scale_shift.rating_scale_trace(run.model, run.data, groups, n_users=50, items_per_group=20)
+    assert scale_shift.CATALOGUE in set(scale["group"])
+    assert scale.groupby("group")["prediction"].agg(np.ptp).max() < 1e-5
+
+
+def test_report_on_pmf_skips_what_it_cannot_show(pmf_run, same_cache, tmp_path):
+    lines = []
+    page = write_report([pmf_run], tmp_path / "out", TINY_OPTIONS, use_wandb=False, say=lines.append)
+    html = page.read_text()
+    for name in ("exogenous", "endogenous", "scale_shift", "size_accuracy"):
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 5_000
+        assert "data:image/png;base64," in html
+    assert "Skipped: needs two runs on the same split" in html  # cold start
+    assert "no advance(): pmf" in html  # update without re-training
+    assert "differ in time-step granularity" in html
+
+
+def test_cold_start_buckets_and_split_check(pmf_run, same_cache, tmp_path):
+    (run,) = load_runs([pmf_run])
+    pred = run.predictions()
+    worse = pred.assign(prediction=pred["prediction"] + 0.5)
+    table = cold_start.cold_start_gain(pred, worse, run.data.split.train, "user")
+    assert (table["gain"] > 0).all() and table["ratings"].sum() == len(pred)
+    assert (table["low"] <= table["high"]).all() and (table["low"].iloc[1:] == table["high"].shift().iloc[1:] + 1).all()
+    other = load_runs([pmf_run])[0]
+    other.manifest = {"data_fingerprint": {"train": "something else"}}
+    with pytest.raises(Exception, match="not trained on the same split"):
+        cold_start.check_same_split(run, other)
+
+
+def test_granularity_table_reads_phase_seconds():
+    epochs = [{"epoch": 0, "seconds": 3.0, "time/user_phase_s": 1.0, "time/item_phase_s": 2.0},
+              {"epoch": 1, "seconds": 5.0, "time/user_phase_s": 3.0, "time/item_phase_s": 2.0}]
+    assert granularity.phase_seconds(epochs) == {"epoch": 4.0, "user": 2.0, "item": 2.0}
+    assert granularity.phase_seconds([{"epoch": 0, "seconds": 2.0}]) == {"epoch": 2.0}
+
+
+def test_bad_run_dir_is_one_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope"), "--no-wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such run directory" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--no-wandb"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_sweep_folder_expands_to_finished_trials(tmp_path):
+    for name, finished in (("trial-0000", True), ("trial-0001", False)):
+        trial = tmp_path / "sweep" / "trials" / name
+        trial.mkdir(parents=True)
+        (trial / "recipe.yaml").write_text("model: {name: pmf}\n")
+        if finished:
+            (trial / "metrics.json").write_text("{}")
+    assert expand_run_dirs([tmp_path / "sweep"]) == [tmp_path / "sweep" / "trials" / "trial-0000"]
