@@ -102,6 +102,7 @@ def test_space_kinds_and_numbers_written_as_1e_minus_n(tmp_path):
 # ---------------------------------------------------------------- local studies
 
 
+@pytest.mark.slow
 def test_two_workers_finish_and_the_best_recipe_runs(tmp_path, capsys):
     sweep, out = write_sweep(tmp_path, pruner="none"), tmp_path / "out"
     assert main(["sweep", str(sweep), "--workers", "2", "--out", str(out), "--logger.name=none"]) == 0
@@ -138,6 +139,7 @@ def test_a_clearly_bad_trial_is_pruned(tmp_path):
     assert pd.read_csv(out / "trials.csv").set_index("trial").loc[2, "state"] == "pruned"
 
 
+@pytest.mark.slow
 def test_a_killed_worker_leaves_a_study_that_resume_finishes(tmp_path):
     sweep = write_sweep(tmp_path, pruner="none", n_trials=3, fixed={"trainer.max_epochs": 12})
     out = tmp_path / "out"
@@ -240,6 +242,7 @@ def _user_exists(name: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_workers_share_a_study_in_postgresql(tmp_path, postgres_url, capsys):
     sweep = write_sweep(tmp_path, pruner="none", n_trials=3)
     machine_a, machine_b = tmp_path / "a", tmp_path / "b"

@@ -11,15 +11,15 @@ TAKES_OVERRIDES = True
 def add_arguments(parser) -> None:
     parser.add_argument("sweep", type=Path, help="sweep file (e.g. sweeps/rrn-granularity.yaml)")
     parser.add_argument("--recipe", type=Path, help="run the sweep on this recipe instead of the sweep file's")
-    parser.add_argument("--storage", help="database URL shared by many machines (postgresql://user:pw@host/db); "
+    parser.add_argument("--storage", metavar="URL", help="database URL shared by many machines (postgresql://user:pw@host/db); "
                         "default: a journal file OUT/study.journal on this machine")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    parser.add_argument("--n-trials", type=int, help="budget: finished (complete + pruned) trials; "
-                        "overrides the sweep file")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
+    parser.add_argument("--n-trials", type=int, metavar="N", help="budget: trials that ran to an answer "
+                        "(complete, pruned, or failed with their own error); overrides the sweep file")
     parser.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
     parser.add_argument("--resume", action="store_true", help="continue the study in OUT until its budget")
-    parser.add_argument("--out", type=Path, help="output directory (default sweeps-out/STUDY_NAME)")
-    parser.add_argument("--study-name", help="study name (default: the sweep file's study_name or file name)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default sweeps-out/STUDY_NAME)")
+    parser.add_argument("--study-name", metavar="NAME", help="study name (default: the sweep file's study_name or file name)")
     parser.epilog = ("Override any recipe value with --section.key=value, as with rrnx fit, "
                      "e.g. --data.path=ratings.dat --trainer.max_epochs=2")
 

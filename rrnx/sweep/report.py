@@ -140,6 +140,6 @@ def log_wandb_summary(study, sweep: Sweep, frame: pd.DataFrame, weights: dict, o
         run.summary.update({f"best/{k}": v for k, v in best.params.items()})
     for state in ("complete", "pruned", "fail"):
         run.summary[f"trials/{state}"] = int((frame["state"] == state).sum()) if len(frame) else 0
-    run_dir = run.dir
+    run_dir = str(Path(run.dir).parent)  # run.dir is its files/ folder
     run.finish()
     return run_dir

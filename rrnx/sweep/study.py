@@ -44,6 +44,7 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
     if workers < 1:
         raise RrnxError(f"--workers {workers}: need at least one worker")
     quiet_logging()
+    check_data(sweep)
     study_name = study_name or sweep.study_name
     out = Path(out) if out else default_out(sweep, study_name)
     local = storage is None
@@ -69,6 +70,15 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
         raise RrnxError(f"worker(s) {', '.join(map(str, failed_workers))} stopped with an error (see above); "
                         f"the report in {out} covers the trials that ran")
     return result
+
+
+def check_data(sweep: Sweep) -> None:
+    """Reads the ratings once before any trial: a missing or unreadable file is one clear error,
+    not a failed trial per worker, and the parse cache is warm for every trial."""
+    from rrnx.data.datamodule import TemporalDataModule
+
+    sample = sweep.trial_recipe({p.key: p.sample_value() for p in sweep.space})
+    TemporalDataModule(**sample["data"]).load_table()
 
 
 def open_study(sweep: Sweep, storage: str, study_name: str, resume: bool, local: bool):
