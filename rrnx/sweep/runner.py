@@ -225,9 +225,9 @@ def die_with_parent() -> None:
         pass
 
 
-def run_workers(job: Job, workers: int) -> list[int]:
+def run_workers(job: Job, workers: int) -> list[str]:
     """Runs `workers` worker processes on the study (in this process when there is one);
-    returns the numbers of the workers that failed."""
+    returns the workers that failed, with why."""
     if workers == 1:
         run_worker(job)
         return []
@@ -248,4 +248,11 @@ def run_workers(job: Job, workers: int) -> list[int]:
         for process in processes:
             process.terminate()
         raise
-    return [w for w, p in enumerate(processes) if p.exitcode != 0]
+    return [f"{w} ({exit_reason(p.exitcode)})" for w, p in enumerate(processes) if p.exitcode != 0]
+
+
+def exit_reason(code: int) -> str:
+    if code < 0:
+        import signal
+        return f"killed by {signal.Signals(-code).name}"
+    return "error, see above" if code == 2 else f"exit code {code}"

@@ -66,9 +66,11 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
               deadline=time.time() + timeout if timeout else None)
     failed_workers = run_workers(job, workers)
     result = finish(sweep, study, storage, out, say)
-    if failed_workers:
-        raise RrnxError(f"worker(s) {', '.join(map(str, failed_workers))} stopped with an error (see above); "
-                        f"the report in {out} covers the trials that ran")
+    if failed_workers and budget is not None and budget_counts(study)[0] >= budget:
+        say(f"note: worker(s) {', '.join(failed_workers)} stopped early; the others met the budget")
+    elif failed_workers:
+        raise RrnxError(f"worker(s) {', '.join(failed_workers)} stopped early; the report in {out} covers "
+                        f"the trials that ran; continue with --resume")
     return result
 
 
