@@ -41,9 +41,14 @@ def discover(group: str = GROUP) -> dict[str, ModelEntry]:
     return found
 
 
+_warned: set[str] = set()  # broken plugins already reported in this process
+
+
 def warn_broken(entries: dict[str, ModelEntry]) -> None:
+    """One warning per broken plugin (name, package, error) per process; the others keep working."""
     for entry in entries.values():
-        if entry.error:
+        if entry.error and entry.name not in _warned:
+            _warned.add(entry.name)
             print(f"warning: plugin model {entry.name!r} from {entry.package} failed to import: {entry.error}",
                   file=sys.stderr)
 
@@ -51,6 +56,7 @@ def warn_broken(entries: dict[str, ModelEntry]) -> None:
 def get_model_class(name: str) -> type:
     entries = discover()
     entry = entries.get(name)
+    warn_broken({n: e for n, e in entries.items() if n != name})
     if entry is None:
         valid = ", ".join(sorted(n for n, e in entries.items() if not e.error))
         raise RecipeError(f"model.name: unknown model {name!r}; registered models: {valid}")

@@ -1,0 +1,226 @@
+"""`rrnx compare`: the paper's Table 2 and Figure 1 for any registered models on one split.
+
+Every model is an ordinary rrnx run (rrnx.run.fit) of the same recipe, data section untouched,
+into OUT/<model>/; then OUT/comparison.{md,csv,png} hold the table (model, test RMSE, validation
+RMSE, parameters, size in bytes, training time) and the RMSE-against-size figure, and a W&B
+summary run (offline by default) holds both, grouped with the model runs.
+
+A model's settings, lowest precedence first: its constructor defaults; the recipe's `model:` keys
+that its signature accepts (the others are dropped for it, with a note); a per-model mapping in
+the recipe or on the command line (`--model.timesvdpp.dim=20`); inline settings in --models
+(`pmf:dim=160:reg=0.01`). A finished run already in OUT/<model>/ with the identical recipe is
+reused, an unfinished one is resumed. See docs/results.md for the tables it produced.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from rrnx.errors import RecipeError, RrnxError
+
+COLUMNS = ["model", "test_rmse", "val_rmse", "params", "size_bytes", "train_seconds", "best_epoch",
+           "settings", "run_dir"]
+HEADERS = {"model": "model", "test_rmse": "test RMSE", "val_rmse": "val RMSE", "params": "parameters",
+           "size_bytes": "size (bytes)", "train_seconds": "training time (s)", "best_epoch": "best epoch"}
+TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.png")
+
+
+@dataclass
+class ModelPlan:
+    """One model of a comparison: its recipe `model:` section and the recipe keys it did not accept."""
+
+    name: str
+    section: dict
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.section.items() if k != "name") or "defaults"
+
+
+def parse_models(spec: str) -> list[tuple[str, dict]]:
+    """'pmf:dim=160:reg=0.01,timesvdpp' -> [('pmf', {'dim': 160, 'reg': 0.01}), ('timesvdpp', {})]."""
+    models = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, *pairs = item.split(":")
+        settings = {}
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if not sep or not key:
+                raise RecipeError(f"--models: {item!r}: settings look like name:key=value[:key=value], "
+                                  f"e.g. pmf:dim=160:reg=0.01")
+            settings[key] = yaml.safe_load(raw) if raw else None
+        models.append((name, settings))
+    if not models:
+        raise RecipeError("--models: no model named; e.g. --models pmf,timesvdpp,autorec-i,autorec-u")
+    names = [n for n, _ in models]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise RecipeError(f"--models: {', '.join(repeated)} named twice; one run per model")
+    return models
+
+
+def plan_models(recipe: dict, models: list[tuple[str, dict]] | None) -> tuple[list[ModelPlan], list[str]]:
+    """Each model's `model:` section (see the module docstring); also notes for the report."""
+    from rrnx.registry import check_keys, constructor_params, discover
+
+    entries, notes = discover(), []
+    if models is None:
+        models = [(n, {}) for n in sorted(entries) if not entries[n].error]
+        notes += [f"{n}: skipped, failed to import ({entries[n].error})" for n in sorted(entries) if entries[n].error]
+    valid = ", ".join(sorted(n for n, e in entries.items() if not e.error))
+    section = {k: v for k, v in recipe["model"].items() if k != "name"}
+    per_model = {k: section.pop(k) for k in list(section) if k in entries and isinstance(section[k], dict)}
+    plans = []
+    for name, inline in models:
+        if name not in entries:
+            raise RecipeError(f"--models: unknown model {name!r}; registered models: {valid}")
+        if entries[name].error:
+            raise RecipeError(f"--models: model {name!r} (package {entries[name].package}) failed to import: "
+                              f"{entries[name].error}")
+        accepted = constructor_params(entries[name].cls)
+        explicit = {**per_model.get(name, {}), **inline}
+        check_keys("model", explicit, accepted, f"model {name!r}")
+        shared = {k: v for k, v in section.items() if k in accepted}
+        dropped = sorted(k for k in section if k not in accepted)
+        if dropped:
+            notes.append(f"{name}: recipe key(s) {', '.join(dropped)} not accepted by this model, dropped")
+        plans.append(ModelPlan(name, {"name": name, **shared, **explicit}, dropped))
+    return plans, notes
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / f"compare-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir: Path | None = None,
+            command: str = "", quiet: bool = False) -> pd.DataFrame:
+    """Runs every model on the recipe's split; writes and returns the comparison table."""
+    plans, notes = plan_models(recipe, models)
+    out = Path(out_dir) if out_dir else default_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    group = recipe["logger"].get("group") or out.resolve().name
+    say = (lambda *a: None) if quiet else print
+    for note in notes:
+        say(f"note: {note}")
+    rows = []
+    for number, plan in enumerate(plans, 1):
+        say(f"[{number}/{len(plans)}] {plan.name} ({plan.settings}) -> {out / plan.name}")
+        model_recipe = copy.deepcopy(recipe)
+        model_recipe["model"] = plan.section
+        model_recipe["logger"] = {**recipe["logger"], "group": group}
+        metrics = run_model(model_recipe, out / plan.name, quiet)
+        rows.append({**{k: metrics[k] for k in COLUMNS if k in metrics}, "model": plan.name,
+                     "settings": plan.settings, "run_dir": str(out / plan.name)})
+    check_same_split(out, [p.name for p in plans])
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    write_outputs(table, out, recipe, command, notes)
+    log_to_wandb(table, out, recipe, group)
+    say(markdown_table(table))
+    say(f"comparison written to {out}/ ({', '.join(TABLE_FILES)})")
+    return table
+
+
+def run_model(recipe: dict, run_dir: Path, quiet: bool) -> dict:
+    """fit() into run_dir; reuses a finished run of the identical recipe, resumes an unfinished one."""
+    from rrnx.recipe import load_recipe, normalize
+    from rrnx.run import INCOMPLETE, fit, load_run
+
+    if (run_dir / "metrics.json").is_file() and not (run_dir / INCOMPLETE).exists():
+        recorded, metrics = load_run(run_dir)
+        if recorded == normalize(recipe):
+            print(f"  reusing the finished run in {run_dir}")
+            return metrics
+        raise RrnxError(f"{run_dir}: holds a finished run of a different recipe; choose another --out "
+                        f"or remove that directory")
+    if (run_dir / INCOMPLETE).exists() and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        if load_recipe(run_dir / "recipe.yaml") == normalize(recipe):
+            print(f"  resuming the unfinished run in {run_dir}")
+            return fit({}, run_dir, resume=True, quiet=quiet)
+    return fit(recipe, run_dir, quiet=quiet)
+
+
+def check_same_split(out: Path, names: list[str]) -> None:
+    """Every run's train/val/test fingerprints (manifest.json) must agree: one split, many models."""
+    import json
+
+    prints = {n: json.loads((out / n / "manifest.json").read_text())["data_fingerprint"] for n in names}
+    first = names[0]
+    for name in names[1:]:
+        if prints[name] != prints[first]:
+            raise RrnxError(f"{out}: runs {first!r} and {name!r} saw different data splits "
+                            f"({prints[first]} vs {prints[name]}); rerun into a fresh --out")
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    cells = [[str(r["model"]), f"{r['test_rmse']:.4f}", f"{r['val_rmse']:.4f}", f"{int(r['params']):,}",
+              f"{int(r['size_bytes']):,}", f"{r['train_seconds']:.1f}", str(int(r["best_epoch"]))]
+             for _, r in table.iterrows()]
+    header = [HEADERS[c] for c in COLUMNS[:7]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 6) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def write_outputs(table: pd.DataFrame, out: Path, recipe: dict, command: str, notes: list[str]) -> None:
+    import json
+
+    from rrnx.data.split import format_summary
+
+    split = json.loads((Path(table["run_dir"].iloc[0]) / "split.json").read_text())
+    settings = [f"- {r['model']}: {r['settings']}" for _, r in table.iterrows()]
+    text = [f"# Comparison {out.resolve().name}", "", f"Command: `{command}`" if command else "",
+            "", "Split (the same for every model):", "", "```", format_summary(split), "```", "",
+            markdown_table(table), "", "Settings:", "", *settings]
+    text += ["", "Notes:", "", *[f"- {n}" for n in notes]] if notes else []
+    (out / "comparison.md").write_text("\n".join(text) + "\n")
+    table.to_csv(out / "comparison.csv", index=False)
+    plot(table, out / "comparison.png", recipe["data"].get("path") or recipe["data"].get("format", ""))
+
+
+def plot(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Figure 1's analogue: test RMSE against model size (float32 bytes), log x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter(table["size_bytes"], table["test_rmse"], s=36)
+    for _, row in table.iterrows():
+        ax.annotate(row["model"], (row["size_bytes"], row["test_rmse"]), textcoords="offset points", xytext=(5, 4))
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decade labels only
+    ax.set_xlabel("model size (bytes, 4 per parameter)")
+    ax.set_ylabel("test RMSE")
+    ax.set_title(f"Accuracy and size: {Path(str(title)).name}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log_to_wandb(table: pd.DataFrame, out: Path, recipe: dict, group: str) -> None:
+    """One summary run, grouped with the model runs: the table as a wandb.Table, the figure as an Image."""
+    spec = recipe["logger"]
+    if spec.get("name", "wandb") != "wandb":
+        return
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    mode = spec.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    run = wandb.init(project=spec.get("project") or "rrnx", entity=spec.get("entity"), group=group,
+                     job_type="compare", name=f"{group}-summary", dir=str(out), mode=mode,
+                     config={"data": recipe["data"], "models": table["model"].tolist()})
+    run.log({"comparison": wandb.Table(dataframe=table.astype({"settings": str, "run_dir": str})),
+             "rmse_vs_size": wandb.Image(str(out / "comparison.png"))})
+    for _, row in table.iterrows():
+        run.summary[f"{row['model']}/test_rmse"] = float(row["test_rmse"])
+    run.finish()

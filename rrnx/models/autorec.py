@@ -1,0 +1,151 @@
+"""AutoRec: autoencoders meet collaborative filtering (Sedhain, Menon, Sanner & Xie, WWW 2015),
+the paper's "I-AR" and "U-AR" baselines (Wu et al., WSDM 2017, Section 4.1 and Table 2).
+
+I-AutoRec encodes each item's vector of user ratings r^(i) in R^U, U-AutoRec each user's vector
+of item ratings r^(u) in R^I; one implementation serves both (`side`):
+
+    h(r) = W f(V r + mu) + b,   f = sigmoid, identity decoder, k = 500 hidden units   (AutoRec eq. 2)
+    min  sum_r ||r - h(r)||^2_observed + lambda/2 (||W||^2 + ||V||^2)                (AutoRec eq. 3)
+
+The loss sees observed entries only. We minimise eq. 3 divided by the number of training
+ratings N (a mean squared error plus lambda/(2N) times the weight norms), with Adam on mini-batches
+of rows instead of the paper's full-batch L-BFGS/Rprop. Inputs are sparse: a batch's encoding
+gathers V's columns for its observed entries, and decoding evaluates only the outputs that are
+scored, so no dense users x items matrix is ever built.
+
+At prediction time the encoder sees the row's TRAINING ratings only (data.rating_matrix); the
+validation and test ratings are never an input. A row without training ratings (impossible under
+rrnx's split, possible through predict_at) is predicted as the global training mean. rrnx then
+clamps every prediction to the training rating range.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rrnx.models.base import TRAIN_LOSS, RatingModel
+from rrnx.models.timesvdpp import csr_positions
+
+SIDES = ("item", "user")
+
+
+class RowBatches:
+    """Mini-batches of row indices of the training matrix: {"rows": (B,) int64}."""
+
+    def __init__(self, n_rows: int, batch_size: int, seed: int = 0):
+        self.n_rows, self.batch_size = n_rows, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (self.n_rows + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.n_rows, generator=self.generator)
+        for start in range(0, self.n_rows, self.batch_size):
+            yield {"rows": order[start:start + self.batch_size]}
+
+
+class AutoRec(RatingModel):
+    """Shared implementation; use IAutoRec (`autorec-i`) or UAutoRec (`autorec-u`).
+
+    Args:
+        hidden: k, the hidden layer size (the paper and AutoRec: 500).
+        l2: lambda, the weight-decay strength of AutoRec's eq. 3 (on the full-data objective).
+        lr: Adam learning rate.
+        rows_per_batch: rows (items for I-AutoRec, users for U-AutoRec) per mini-batch.
+        init_std: standard deviation of the Gaussian initialisation of V and W.
+    """
+
+    side: str = "item"  # the entity whose rating vector is encoded
+
+    def __init__(self, n_users: int, n_items: int, hidden: int = 500, l2: float = 300.0, lr: float = 3e-3,
+                 rows_per_batch: int = 128, init_std: float = 0.03):
+        super().__init__()
+        self.save_hyperparameters()
+        self.n_rows, self.n_inputs = (n_items, n_users) if self.side == "item" else (n_users, n_items)
+        self.encoder = nn.Parameter(torch.randn(self.n_inputs, hidden) * init_std)  # V^T (N, k)
+        self.encoder_bias = nn.Parameter(torch.zeros(hidden))  # mu (k,)
+        self.decoder = nn.Parameter(torch.randn(self.n_inputs, hidden) * init_std)  # W (N, k)
+        self.decoder_bias = nn.Parameter(torch.zeros(self.n_inputs))  # b (N,)
+        self.register_buffer("global_mean", torch.zeros(()))
+        # training matrix of `side` as CSR: training data, rebuilt by attach(), not stored in checkpoints
+        for name, dtype in (("row_offsets", torch.long), ("row_inputs", torch.long), ("row_values", torch.float32)):
+            self.register_buffer(name, torch.zeros(0, dtype=dtype), persistent=False)
+
+    def set_data_stats(self, rating_range, rating_mean) -> None:
+        super().set_data_stats(rating_range, rating_mean)
+        self.global_mean.fill_(rating_mean)
+        with torch.no_grad():
+            self.decoder_bias.fill_(rating_mean)  # start at the mean: 10 epochs go to the structure
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            self.attach(self.trainer.datamodule)
+
+    def attach(self, data) -> None:
+        """Reads the training rating vectors (rows of data.rating_matrix(side)), once."""
+        if len(self.row_offsets):
+            return
+        matrix = data.rating_matrix(self.side)  # CSR (n_rows, n_inputs), training ratings only
+        device = self.global_mean.device
+        self.row_offsets = matrix.crow_indices().to(device)  # (n_rows + 1,)
+        self.row_inputs = matrix.col_indices().to(device)  # (nnz,)
+        self.row_values = matrix.values().float().to(device)  # (nnz,)
+
+    def train_loader(self, data) -> RowBatches:
+        return RowBatches(self.n_rows, self.hparams.rows_per_batch, data.hparams.seed)
+
+    # ---------------------------------------------------------------- the model
+    def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """f(V r + mu) of each row's training vector; also the row's observed (owner, input, value) entries."""
+        if len(self.row_offsets) == 0:
+            raise RuntimeError(f"{type(self).__name__} needs its training data: call model.attach(data) first "
+                               "(rrnx does this in setup and predict_at)")
+        owner, position = csr_positions(self.row_offsets, rows)  # (N,), (N,)
+        inputs, values = self.row_inputs[position], self.row_values[position]  # (N,), (N,)
+        weighted = values[:, None] * self.encoder[inputs]  # (N, k)
+        pre = torch.zeros(len(rows), self.hparams.hidden, dtype=weighted.dtype, device=weighted.device)  # (R, k)
+        code = torch.sigmoid(pre.index_add(0, owner, weighted) + self.encoder_bias)  # (R, k)
+        return code, owner, inputs, values
+
+    def decode_at(self, code: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """h(r)[inputs]: only the decoder outputs that are scored. code (M, k), inputs (M,) -> (M,)."""
+        return (self.decoder[inputs] * code).sum(-1) + self.decoder_bias[inputs]
+
+    def predict_ratings(self, batch: dict) -> torch.Tensor:
+        rows, inputs = (batch["item"], batch["user"]) if self.side == "item" else (batch["user"], batch["item"])
+        unique_rows, inverse = torch.unique(rows, return_inverse=True)  # (R,), (B,)
+        code = self.encode(unique_rows)[0]  # (R, k)
+        pred = self.decode_at(code[inverse], inputs)  # (B,)
+        has_training = self.row_offsets[rows + 1] > self.row_offsets[rows]  # (B,)
+        return torch.where(has_training, pred, self.global_mean)
+
+    @torch.no_grad()
+    def predict_at(self, data, users, items, timestamps) -> torch.Tensor:
+        self.attach(data)
+        return super().predict_at(data, users, items, timestamps)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        code, owner, inputs, values = self.encode(batch["rows"])  # (R, k), (N,), (N,), (N,)
+        pred = self.decode_at(code[owner], inputs)  # (N,) reconstructions of the observed entries
+        mse = ((pred - values) ** 2).mean()
+        n_train = len(self.row_values)
+        decay = self.hparams.l2 / (2 * n_train) * (self.encoder.pow(2).sum() + self.decoder.pow(2).sum())
+        self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(values))
+        return mse + decay
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class IAutoRec(AutoRec):
+    """I-AutoRec: encodes each item's vector of user ratings (Sedhain et al., 2015). See AutoRec for Args."""
+
+    side = "item"
+
+
+class UAutoRec(AutoRec):
+    """U-AutoRec: encodes each user's vector of item ratings (Sedhain et al., 2015). See AutoRec for Args."""
+
+    side = "user"
