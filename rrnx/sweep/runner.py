@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import sys
@@ -78,11 +79,11 @@ class TrialObjective:
             trial.set_user_attr(SURPLUS_ATTR, True)
             retry_lost_trial(trial.study, trial)
             raise SurplusTrial(f"trial {trial.number} is over the budget of {self.job.n_trials}")
-        recipe = sweep.trial_recipe(params)
         run_dir = trial_dir(self.job.out, trial.number)
-        trial.set_user_attr("recipe", json.dumps(recipe))
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         try:
+            recipe = sweep.trial_recipe(params)
+            trial.set_user_attr("recipe", json.dumps(recipe))
             metrics = self.fit(trial, recipe, run_dir)
         except optuna.TrialPruned as exc:
             note(run_dir, "PRUNED", f"trial {trial.number} was pruned by the {sweep.pruner['name']} pruner: {exc}\n")
@@ -100,6 +101,8 @@ class TrialObjective:
             raise
         for key in ("test_rmse", "best_epoch", "params", "train_seconds"):
             trial.set_user_attr(key, metrics[key])
+        if not math.isfinite(metrics["val_rmse"]):  # Optuna fails the trial; say why
+            trial.set_user_attr("error", f"validation RMSE is {metrics['val_rmse']} (training diverged)")
         return metrics["val_rmse"]
 
     def fit(self, trial, recipe: dict, run_dir: Path) -> dict:
