@@ -1,0 +1,140 @@
+"""Deep autoencoder for collaborative filtering (Kuchaiev & Ginsburg, "Training Deep AutoEncoders
+for Collaborative Filtering", arXiv:1708.01715, 2017), an rrnx model plugin.
+
+User-based: each user's vector of item ratings x in R^I (0 = unrated) is encoded and decoded by
+
+    encoder  I -> 512 -> 512 -> 1024   SELU after every layer          (the paper's best Netflix model)
+    code     dropout(p = 0.8)                                           (high dropout on the code layer)
+    decoder  1024 -> 512 -> 512 -> I   SELU, except a linear output layer
+
+trained on the masked MSE (MMSE: error on the user's observed ratings only) and with dense
+re-feeding: after the step on x, y = f(x) is fed back as a dense example with itself as target,
+and a second step is taken on ||f(y) - y||^2 over all items. Adam replaces the paper's SGD with
+momentum so that rrnx's ten epochs suffice.
+
+Uses only rrnx's public plugin contract (docs/plugins.md): subclass RatingModel, take
+n_users/n_items plus typed hyperparameters, read the training matrix from the DataModule's
+rating_matrix("user"), feed rows through train_loader(data), and predict_ratings(batch) -> (B,).
+At prediction time a user's code is computed from their TRAINING ratings only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rrnx.models.base import TRAIN_LOSS, RatingModel
+
+
+class UserRows:
+    """Shuffled mini-batches of user indices, {"rows": (B,) int64}: the model's train loader."""
+
+    def __init__(self, n_users: int, batch_size: int, seed: int = 0):
+        self.n_users, self.batch_size = n_users, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (self.n_users + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.n_users, generator=self.generator)
+        for start in range(0, self.n_users, self.batch_size):
+            yield {"rows": order[start:start + self.batch_size]}
+
+
+def selu_stack(sizes: list[int]) -> nn.Sequential:
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.SELU()]
+    return nn.Sequential(*layers)
+
+
+class DeepAutoencoder(RatingModel):
+    """Args:
+        layers: encoder layer sizes; the decoder mirrors them (Kuchaiev & Ginsburg: 512, 512, 1024).
+        dropout: dropout probability on the code layer (the paper: 0.8).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay (the paper uses none; dropout regularises).
+        refeed: take the dense re-feeding step after each MMSE step.
+        rows_per_batch: users per mini-batch.
+    """
+
+    def __init__(self, n_users: int, n_items: int, layers: tuple[int, ...] = (512, 512, 1024),
+                 dropout: float = 0.8, lr: float = 3e-4, weight_decay: float = 0.0, refeed: bool = True,
+                 rows_per_batch: int = 32):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # two steps per batch: MMSE, then dense re-feeding
+        sizes = [n_items, *layers]
+        self.encoder = selu_stack(sizes)  # (B, I) -> (B, code)
+        self.code_dropout = nn.Dropout(dropout)
+        self.decoder_body = selu_stack(sizes[::-1][:-1])  # (B, code) -> (B, layers[0])
+        self.output = nn.Linear(layers[0], n_items)  # linear output layer, (B, layers[0]) -> (B, I)
+        self.register_buffer("global_mean", torch.zeros(()))
+        self.training_matrix = None  # CSR (U, I) of training ratings, from the DataModule
+
+    def set_data_stats(self, rating_range, rating_mean) -> None:
+        super().set_data_stats(rating_range, rating_mean)
+        self.global_mean.fill_(rating_mean)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            self.attach(self.trainer.datamodule)
+
+    def attach(self, data) -> None:
+        if self.training_matrix is None:
+            self.training_matrix = data.rating_matrix("user")  # training ratings only, never val/test
+
+    def train_loader(self, data) -> UserRows:
+        return UserRows(self.hparams.n_users, self.hparams.rows_per_batch, data.hparams.seed)
+
+    def dense_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The users' training rating vectors (B, I) and the mask of their observed entries (B, I)."""
+        if self.training_matrix is None:
+            raise RuntimeError("DeepAutoencoder needs its training data: call model.attach(data) first")
+        crow, col, val = (self.training_matrix.crow_indices(), self.training_matrix.col_indices(),
+                          self.training_matrix.values())
+        start, counts = crow[users], crow[users + 1] - crow[users]  # (B,), (B,)
+        owner = torch.repeat_interleave(torch.arange(len(users)), counts)  # (N,) batch row of each entry
+        position = torch.arange(int(counts.sum())) - (torch.cumsum(counts, 0) - counts)[owner] + start[owner]  # (N,)
+        x = torch.zeros(len(users), self.hparams.n_items, device=self.global_mean.device)  # (B, I)
+        observed = torch.zeros_like(x, dtype=torch.bool)  # (B, I)
+        x[owner, col[position]] = val[position].to(x)
+        observed[owner, col[position]] = True
+        return x, observed
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder_body(self.code_dropout(self.encoder(x)))  # (B, layers[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.hidden(x))  # (B, I)
+
+    def predict_ratings(self, batch: dict) -> torch.Tensor:
+        users, inverse = torch.unique(batch["user"], return_inverse=True)  # (Bu,), (B,)
+        h = self.hidden(self.dense_rows(users)[0])[inverse]  # (B, layers[0])
+        item = batch["item"]  # (B,)
+        return (self.output.weight[item] * h).sum(-1) + self.output.bias[item]  # (B,) only the scored outputs
+
+    @torch.no_grad()
+    def predict_at(self, data, users, items, timestamps) -> torch.Tensor:
+        self.attach(data)
+        return super().predict_at(data, users, items, timestamps)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        x, observed = self.dense_rows(batch["rows"])  # (B, I), (B, I)
+        y = self(x)  # (B, I)
+        mmse = ((y - x) ** 2 * observed).sum() / observed.sum().clamp(min=1)
+        optimizer.zero_grad()
+        self.manual_backward(mmse)
+        optimizer.step()
+        if self.hparams.refeed:  # dense re-feeding: f(x) is a fully observed example of itself
+            target = y.detach()  # (B, I)
+            refeed_loss = ((self(target) - target) ** 2).mean()
+            optimizer.zero_grad()
+            self.manual_backward(refeed_loss)
+            optimizer.step()
+        self.log(TRAIN_LOSS, mmse, prog_bar=True, batch_size=len(x))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,109 @@
+"""Plugins: discovery through the `rrnx.models` entry-point group, a broken plugin reported by name
+while the others keep working, two plugins claiming one name is an error naming both, and the
+example plugin (plugins/rrnx-deepautoencoder) installed and trained by name through `rrnx fit`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rrnx import registry
+from rrnx.errors import RecipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PLUGIN = ROOT / "plugins" / "rrnx-deepautoencoder"
+
+
+def fake_distribution(site: Path, name: str, models: dict[str, str]) -> None:
+    """A minimal installed distribution (dist-info with METADATA and entry_points.txt) under `site`."""
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = [f"{model} = {target}" for model, target in models.items()]
+    (info / "entry_points.txt").write_text("[rrnx.models]\n" + "\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh directory on sys.path for fake distributions; warnings start from scratch."""
+    path = tmp_path / "site"
+    path.mkdir()
+    monkeypatch.syspath_prepend(str(path))
+    monkeypatch.setattr(registry, "_warned", set())
+    return path
+
+
+def test_builtin_models_are_registered():
+    entries = registry.discover()
+    for name in ("pmf", "timesvdpp", "autorec-i", "autorec-u"):
+        assert entries[name].cls is not None and entries[name].package == "rrnx"
+
+
+def test_broken_plugin_is_reported_and_the_others_keep_working(site, capsys):
+    fake_distribution(site, "rrnx-broken", {"broken-model": "rrnx_no_such_module_xyz:Model"})
+    entry = registry.discover()["broken-model"]
+    assert entry.package == "rrnx-broken" and "ModuleNotFoundError" in entry.error
+    assert registry.get_model_class("pmf").__name__ == "PMF"
+    warning = capsys.readouterr().err
+    assert "broken-model" in warning and "rrnx-broken" in warning and "rrnx_no_such_module_xyz" in warning
+    with pytest.raises(RecipeError, match="broken-model.*rrnx-broken.*failed to import"):
+        registry.get_model_class("broken-model")
+
+
+def test_two_plugins_claiming_one_name_is_an_error_naming_both(site):
+    fake_distribution(site, "rrnx-first", {"twin": "first_pkg:Model"})
+    fake_distribution(site, "rrnx-second", {"twin": "second_pkg:Model"})
+    with pytest.raises(RecipeError) as error:
+        registry.discover()
+    message = str(error.value)
+    assert "'twin'" in message and "rrnx-first" in message and "rrnx-second" in message
+    assert "first_pkg:Model" in message and "second_pkg:Model" in message
+
+
+def test_a_plugin_cannot_take_a_builtin_name(site):
+    fake_distribution(site, "rrnx-impostor", {"pmf": "impostor:PMF"})
+    with pytest.raises(RecipeError, match="'pmf'.*(rrnx-impostor.*rrnx \\(|rrnx \\(.*rrnx-impostor)"):
+        registry.discover()
+
+
+def install_example_plugin(tmp_path: Path) -> Path:
+    """pip-installs a copy of the example plugin into a private target directory, offline."""
+    source = tmp_path / "plugin-src"
+    shutil.copytree(EXAMPLE_PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp_path / "plugin-site"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+               "--no-index", "--target", str(target), str(source)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return target
+
+
+@pytest.mark.slow
+def test_example_plugin_installs_and_trains_by_name(tmp_path):
+    target = install_example_plugin(tmp_path)
+    rng = np.random.default_rng(0)
+    n = 600
+    ratings = pd.DataFrame({"user": rng.integers(0, 30, n), "item": rng.integers(0, 20, n),
+                            "rating": rng.integers(1, 6, n).astype(float),
+                            "timestamp": 1_262_304_000 + rng.integers(0, 90 * 86_400, n)})
+    ratings.drop_duplicates(["user", "item"]).to_csv(tmp_path / "ratings.csv", index=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data:\n  path: {tmp_path / 'ratings.csv'}\n  format: csv\n  test_start: 2010-03-10\n"
+                      "model:\n  name: pmf\ntrainer:\n  max_epochs: 1\n  enable_progress_bar: false\nlogger: none\n")
+    script = ("import sys; from rrnx.cli import main; assert main(['models']) == 0; "
+              f"sys.exit(main(['fit', {str(recipe)!r}, '--run-dir', {str(tmp_path / 'run')!r}, "
+              "'--model.name=deep-autoencoder', '--model.layers=[16,16,32]']))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "deep-autoencoder  rrnx-deepautoencoder 0.1.0" in done.stdout
+    assert "deep-autoencoder: best epoch 0" in done.stdout
+    assert (tmp_path / "run" / "metrics.json").is_file()
