@@ -69,12 +69,14 @@ def parse_models(spec: str) -> list[tuple[str, dict]]:
 
 def plan_models(recipe: dict, models: list[tuple[str, dict]] | None) -> tuple[list[ModelPlan], list[str]]:
     """Each model's `model:` section (see the module docstring); also notes for the report."""
-    from rrnx.registry import check_keys, constructor_params, discover
+    from rrnx.registry import check_keys, constructor_params, discover, warn_broken
 
     entries, notes = discover(), []
     if models is None:
         models = [(n, {}) for n in sorted(entries) if not entries[n].error]
         notes += [f"{n}: skipped, failed to import ({entries[n].error})" for n in sorted(entries) if entries[n].error]
+    else:
+        warn_broken({n: e for n, e in entries.items() if n not in dict(models)})
     valid = ", ".join(sorted(n for n, e in entries.items() if not e.error))
     section = {k: v for k, v in recipe["model"].items() if k != "name"}
     per_model = {k: section.pop(k) for k in list(section) if k in entries and isinstance(section[k], dict)}
