@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
+from rrnx.models.rrn_lstm import packed_lstm
 from rrnx.models.rrn_sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, extended_side, gather,
                                        length_sorted_batches, pack, ranges, ratings_frame_arrays,
                                        row_budget_batches, training_sides)
@@ -54,8 +54,8 @@ class SideNetwork(nn.Module):
         y = self.embed_ratings(side.other[batch.ratings], batch.bag_offsets, per_sample_weights=weights)  # (R, E)
         y = y + self.embed_context(side.features[batch.rows])  # eq. (5), (R, E)
         packing = pack(batch)
-        out, _ = self.lstm(PackedSequence(y[packing.unpacked], packing.batch_sizes))  # eq. (6), data (R, H)
-        return out.data[packing.packed_position]  # (R, H) back in entity-major row order
+        hidden = packed_lstm(self.lstm, y[packing.unpacked], packing.batch_sizes)  # eq. (6), (R, H) time-major
+        return hidden[packing.packed_position]  # (R, H) back in entity-major row order
 
     def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor) -> torch.Tensor:
         """Projected state BEFORE each row (the initial state h_0 = 0 for an entity's first row), (R, D)."""

@@ -1,0 +1,157 @@
+"""`rrnx bench`: how long an RRN epoch takes at the paper's Netflix 6-month scale, and how far that
+is from the floor set by the floating-point work an epoch must do.
+
+Data: rrnx's synthetic generator at a Table 1 preset (netflix-6m: 311k users, 17.7k items,
+13.7M training ratings over 183 days), bucketed at 1 day (users) / 7 days (items) as in Table 3's
+best row. Figures: data preparation (generation, split, bucketing), the user phase, the item phase
+and evaluation of each epoch, peak resident memory, and an analytic count of an epoch's FLOPs next
+to this machine's measured matmul rate.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from rrnx.data.datamodule import TemporalDataModule
+from rrnx.data.split import time_split
+from rrnx.data.synthetic import PRESET_SPLITS, generate_preset
+from rrnx.models.rrn import RRN
+
+
+def peak_memory_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+class PhaseClock(Callback):
+    """Per-epoch phase seconds (from the model) and evaluation seconds."""
+
+    def __init__(self):
+        self.epochs: list[dict] = []
+
+    def on_validation_epoch_start(self, trainer, model):
+        self._eval_start = time.perf_counter()
+        self._phases = dict(model._phase_seconds)
+
+    def on_validation_epoch_end(self, trainer, model):
+        self.epochs.append({"user_phase_s": self._phases["user"], "item_phase_s": self._phases["item"],
+                            "eval_s": time.perf_counter() - self._eval_start,
+                            "val_rmse": float(trainer.callback_metrics["val/rmse"])})
+
+
+@dataclass
+class Shapes:
+    users: int
+    items: int
+    ratings: int  # training ratings
+    user_rows: int  # active user steps
+    item_rows: int
+    eval_ratings: int
+
+
+def side_flops(rows: int, ratings: int, hp) -> float:
+    """Forward FLOPs of one side over `rows` steps holding `ratings` ratings: eq. (5) embedding
+    (EmbeddingBag multiply-adds, context columns), eq. (6) LSTM gates (eqs. 1-4), eq. (7) projection."""
+    E, H, D = hp.embed_dim, hp.hidden, hp.dynamic_dim
+    lstm = 0
+    for layer in range(hp.layers):
+        lstm += 2 * 4 * H * ((E if layer == 0 else H) + H) + 12 * H  # gate matmuls + gate nonlinearities/cell
+    return rows * (lstm + 2 * 3 * E + 2 * H * D) + ratings * 2 * E
+
+
+def epoch_flops(shapes: Shapes, hp) -> dict:
+    """One epoch: each phase = this side forward + backward (~2x forward), the other side's cache
+    (forward), the ratings' dot products (eq. 7) forward + backward; evaluation = one item forward
+    (the user states are those cached for the item phase) and the validation dot products."""
+    dot = 2 * (hp.dynamic_dim + hp.dim)
+    user_fwd = side_flops(shapes.user_rows, shapes.ratings, hp)
+    item_fwd = side_flops(shapes.item_rows, shapes.ratings, hp)
+    user_phase = 3 * user_fwd + item_fwd + 3 * shapes.ratings * dot
+    item_phase = 3 * item_fwd + user_fwd + 3 * shapes.ratings * dot
+    evaluation = item_fwd + shapes.eval_ratings * dot
+    return {"user_phase": user_phase, "item_phase": item_phase, "eval": evaluation,
+            "epoch": user_phase + item_phase + evaluation}
+
+
+def matmul_rate(hp, batch: int = 8192, repeats: int = 20) -> float:
+    """Measured FLOP/s of a float32 matmul shaped like the LSTM's gate product."""
+    x = torch.randn(batch, hp.embed_dim + hp.hidden)
+    w = torch.randn(hp.embed_dim + hp.hidden, 4 * hp.hidden)
+    torch.mm(x, w)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(x, w)
+    seconds = (time.perf_counter() - start) / repeats
+    return 2 * batch * x.shape[1] * w.shape[1] / seconds
+
+
+def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int, say) -> tuple:
+    timings = {}
+    start = time.perf_counter()
+    table, _ = generate_preset(preset, seed=seed)
+    timings["generation_s"] = time.perf_counter() - start
+    say(f"generated {len(table):,} ratings ({preset}) in {timings['generation_s']:.1f} s")
+    split_args = PRESET_SPLITS[preset]
+    start = time.perf_counter()
+    time_split(table, split_args["test_start"], split_args["train_start"], split_args["test_end"], seed)
+    timings["split_s"] = time.perf_counter() - start
+    data = TemporalDataModule(format="synthetic", synthetic={"preset": preset, "seed": seed}, seed=seed,
+                              user_granularity=user_granularity, item_granularity=item_granularity, **split_args)
+    data.load_table = lambda: table  # generated above; no cache file
+    start = time.perf_counter()
+    data.setup("fit")
+    timings["bucketing_s"] = time.perf_counter() - start - timings["split_s"]
+    return data, timings
+
+
+def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None = None,
+              user_granularity: str = "1d", item_granularity: str = "7d", seed: int = 0,
+              model_args: dict | None = None, say=print) -> dict:
+    from rrnx.loggers import quiet_lightning
+
+    quiet_lightning()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    data, timings = prepare(preset, user_granularity, item_granularity, seed, say)
+    model = RRN(data.n_users, data.n_items, **{"pretrain_epochs": 0, **(model_args or {})})
+    model.set_data_stats(data.rating_range, data.rating_mean)
+    clock = PhaseClock()
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
+                        callbacks=[clock])
+    trainer.fit(model, datamodule=data)
+    shapes = Shapes(data.n_users, data.n_items, len(data.split.train), data.user_steps.n_active,
+                    data.item_steps.n_active, len(data.split.val))
+    flops = epoch_flops(shapes, model.hparams)
+    rate = matmul_rate(model.hparams)
+    return {"preset": preset, "threads": torch.get_num_threads(), "granularity": f"{user_granularity}/{item_granularity}",
+            "shapes": shapes.__dict__, "data": timings, "epochs": clock.epochs, "flops": flops,
+            "matmul_flops_per_s": rate, "peak_memory_gb": peak_memory_gb(), "hparams": dict(model.hparams)}
+
+
+def format_report(result: dict) -> str:
+    s, d, f, rate = result["shapes"], result["data"], result["flops"], result["matmul_flops_per_s"]
+    lines = [f"rrnx bench: RRN on synthetic {result['preset']}, granularity {result['granularity']} (user/item), "
+             f"{result['threads']} threads",
+             f"  data        {s['users']:,} users, {s['items']:,} items, {s['ratings']:,} train ratings, "
+             f"{s['user_rows']:,} user steps, {s['item_rows']:,} item steps, {s['eval_ratings']:,} val ratings",
+             f"  prepare     generation {d['generation_s']:.1f} s, split {d['split_s']:.1f} s, "
+             f"bucketing {d['bucketing_s']:.1f} s"]
+    for i, e in enumerate(result["epochs"]):
+        total = e["user_phase_s"] + e["item_phase_s"]
+        lines.append(f"  epoch {i}     user phase {e['user_phase_s']:.1f} s, item phase {e['item_phase_s']:.1f} s, "
+                     f"both {total:.1f} s; evaluation {e['eval_s']:.1f} s (val RMSE {e['val_rmse']:.4f})")
+    floor = {k: v / rate for k, v in f.items()}
+    lines += [f"  work        {f['epoch'] / 1e9:,.1f} GFLOP per epoch (user phase {f['user_phase'] / 1e9:,.1f}, "
+              f"item phase {f['item_phase'] / 1e9:,.1f}, evaluation {f['eval'] / 1e9:,.1f})",
+              f"  machine     {rate / 1e9:,.1f} GFLOP/s measured float32 matmul (gate-shaped)",
+              f"  floor       {floor['epoch']:.1f} s per epoch at that rate (user {floor['user_phase']:.1f} s, "
+              f"item {floor['item_phase']:.1f} s, evaluation {floor['eval']:.1f} s)",
+              f"  peak memory {result['peak_memory_gb']:.2f} GiB resident"]
+    return "\n".join(lines)

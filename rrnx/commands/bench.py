@@ -1,0 +1,38 @@
+"""rrnx bench [--preset netflix-6m] [--epochs 1] [--threads N]: time an RRN epoch at the paper's scale."""
+
+import json
+from pathlib import Path
+
+NAME = "bench"
+HELP = "time RRN's user phase, item phase and evaluation on synthetic data at the paper's Netflix 6-month scale"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", default="netflix-6m",
+                        help="synthetic preset (small, netflix-6m, netflix-1y, netflix-full, imdb); default netflix-6m")
+    parser.add_argument("--epochs", type=int, default=1, help="joint epochs to time (default 1)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--user-granularity", default="1d", help="user time step (default 1d, as Table 3's best)")
+    parser.add_argument("--item-granularity", default="7d", help="item time step (default 7d)")
+    parser.add_argument("--user-batch-size", type=int, help="users per user-phase step (default: RRN's)")
+    parser.add_argument("--item-batch-size", type=int, help="items per item-phase step (default: RRN's)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+
+def run(args, overrides) -> int:
+    from rrnx.bench import format_report, run_bench
+    from rrnx.data.synthetic import PRESETS
+    from rrnx.errors import RrnxError
+
+    if args.preset not in PRESETS:
+        raise RrnxError(f"--preset: unknown preset {args.preset!r}; valid: {', '.join(PRESETS)}")
+    if args.epochs < 1:
+        raise RrnxError("--epochs must be at least 1")
+    model_args = {k: v for k, v in (("user_batch_size", args.user_batch_size),
+                                    ("item_batch_size", args.item_batch_size)) if v}
+    result = run_bench(args.preset, args.epochs, args.threads, args.user_granularity, args.item_granularity,
+                       model_args=model_args)
+    print(format_report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0

@@ -1,0 +1,76 @@
+"""`rrnx bench`, `rrnx predict` and `rrnx update` on tiny data made here."""
+
+import pandas as pd
+import pytest
+import torch
+
+from rrnx.cli import main
+from rrnx.run import fit
+from test_rrn import recipe, tiny_ratings
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rrn_cli")
+    torch.set_num_threads(1)
+    fit(recipe(tmp, epochs=1), tmp / "run", quiet=True)
+    return tmp / "run"
+
+
+@pytest.mark.slow
+def test_bench_small_prints_its_figures(capsys):
+    assert main(["bench", "--preset", "small", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for figure in ("generation", "bucketing", "user phase", "item phase", "evaluation", "GFLOP per epoch",
+                   "GFLOP/s measured", "peak memory"):
+        assert figure in out, figure
+
+
+def test_predict_top_n_and_items(run_dir, capsys):
+    assert main(["predict", str(run_dir), "--user", "103", "--top", "3", "--at", "2005-04-01"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "user 103 at 2005-04-01" in out[0] and len(out) == 2 + 3
+    assert main(["predict", str(run_dir), "--user", "103", "--item", "500", "501"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["500", "501"]
+
+
+def test_predict_unknown_ids_are_errors(run_dir, capsys):
+    assert main(["predict", str(run_dir), "--user", "999999"]) == 2
+    assert "no such user" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), "--user", "103", "--item", "42"]) == 2
+    assert "unknown item id(s) 42" in capsys.readouterr().err
+
+
+def test_update_feeds_new_ratings_and_scores_the_rest(run_dir, tmp_path, capsys):
+    ratings = tiny_ratings()
+    new = ratings[ratings["timestamp"] >= pd.Timestamp("2005-03-22", tz="UTC").timestamp()].copy()
+    new = pd.concat([new, pd.DataFrame({"user": [777777], "item": [500], "rating": [3.0],
+                                        "timestamp": [int(new["timestamp"].max())]})])
+    path = tmp_path / "new.csv"
+    new.to_csv(path, index=False)
+    out = tmp_path / "scored.parquet"
+    assert main(["update", str(run_dir), str(path), "--until", "2005-03-29", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "skipped 1 ratings of 1 users unknown to the model: 777777" in text
+    assert "fed " in text and "after the update" in text
+    scored = pd.read_parquet(out)
+    assert {"before_update", "after_update"} <= set(scored.columns) and len(scored) > 0
+    assert main(["update", str(run_dir), str(path), "--out", str(tmp_path / "states.parquet")]) == 0
+    states = pd.read_parquet(tmp_path / "states.parquet")
+    assert set(states["side"]) == {"user", "item"}
+
+
+def test_update_refuses_a_static_model(tmp_path, capsys):
+    fit(recipe(tmp_path, epochs=1) | {"model": {"name": "pmf", "dim": 3}}, tmp_path / "pmf", quiet=True)
+    tiny_ratings().to_csv(tmp_path / "new.csv", index=False)
+    assert main(["update", str(tmp_path / "pmf"), str(tmp_path / "new.csv")]) == 2
+    assert "only RRN" in capsys.readouterr().err
