@@ -114,3 +114,87 @@ def test_sweep_folder_expands_to_finished_trials(tmp_path):
         if finished:
             (trial / "metrics.json").write_text("{}")
     assert expand_run_dirs([tmp_path / "sweep"]) == [tmp_path / "sweep" / "trials" / "trial-0000"]
+
+
+# ---------------------------------------------------------------- RRN against PMF on the planted effects
+# The smallest data tried on which a default RRN shows both planted effects (docs/analyses.md):
+# 1,000 users, 100 items, 15k ratings, 20% of the items bumped (+2 stars, half-life 30 days) or
+# their controls, a +0.6 star scale shift on a 3.0 mean (headroom below 5 for the bump), and
+# monthly item steps as in the paper's Fig. 5. With weekly item steps an item has ~3 ratings a
+# step and the RRN's bumped items rise only ~0.04 more than their controls; at the 400 x 150 x 8k
+# size of the tiny runs an item has about one rating a week.
+EFFECT_DATA = ["--data.synthetic.n_users=1000", "--data.synthetic.n_items=100", "--data.synthetic.n_ratings=15000",
+               "--data.synthetic.bump_item_frac=0.2", "--data.synthetic.bump_size=2.0",
+               "--data.synthetic.scale_shift_delta=0.6", "--data.synthetic.global_mean=3.0",
+               "--data.item_granularity=1mo"]
+
+
+@pytest.fixture(scope="module")
+def effect_runs(tmp_path_factory, cache):
+    """(rrn, pmf, pmf at another granularity) run directories on EFFECT_DATA."""
+    if not HAS_RRN:
+        pytest.skip("rrnx.models.rrn is not importable")
+    root = tmp_path_factory.mktemp("effect-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RRNX_CACHE", str(cache))
+        mp.chdir(Path(__file__).resolve().parents[1])
+        rrn = fit_run(root / "rrn", "--model.name=rrn", *EFFECT_DATA)
+        pmf = fit_run(root / "pmf", "--model.name=pmf", *EFFECT_DATA)
+        pmf_daily = fit_run(root / "pmf-1d", "--model.name=pmf", "--trainer.max_epochs=2", *EFFECT_DATA,
+                            "--data.user_granularity=1d", "--data.item_granularity=1d")  # the last value wins
+    return rrn, pmf, pmf_daily
+
+
+@pytest.mark.slow
+def test_rrn_moves_at_the_scale_shift_and_pmf_does_not(effect_runs, same_cache):
+    rrn, pmf = load_runs(effect_runs[:2])
+    shift = rrn.truth["scale_shift"]
+    changes = {}
+    for run in (rrn, pmf):
+        groups = scale_shift.release_groups(run.data, run.truth)
+        trace = scale_shift.rating_scale_trace(run.model, run.data, groups, n_users=200).assign(run=run.label)
+        summary = scale_shift.shift_summary(trace, run.data, shift["date"]).set_index("group")
+        changes[run.model_name] = summary.loc[scale_shift.CATALOGUE, "change"]
+        if run.model_name == "pmf":
+            assert trace.groupby("group")["prediction"].agg(np.ptp).max() < 1e-5  # exactly flat
+    assert changes["rrn"] > 0.3 * shift["delta"], changes
+    assert abs(changes["pmf"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_rrn_rises_after_the_bump_and_not_for_controls(effect_runs, same_cache):
+    rrn, pmf = load_runs(effect_runs[:2])
+    first_date = min(b["date"] for b in rrn.truth["bumps"])  # the second has no full month after it in training
+    summaries = {}
+    for run in (rrn, pmf):
+        frame = exogenous.exogenous_dynamics(run.model, run.data, exogenous.events_from_truth(run.truth), n_users=200)
+        summary = exogenous.event_summary(frame.assign(run=run.label))
+        summaries[run.model_name] = summary[summary["date"] == first_date].set_index("kind")["mean_change"]
+    rrn_change, pmf_change = summaries["rrn"], summaries["pmf"]
+    assert rrn_change["bumped"] > 0.1 and rrn_change["bumped"] > rrn_change["control"] + 0.05, rrn_change
+    assert pmf_change.abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_report_on_rrn_and_pmf_has_every_figure(effect_runs, same_cache, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", *map(str, effect_runs), "--out", str(out), "--users", "100", "--active-users", "100",
+                 "--min-period-ratings", "3", "--min-test-ratings", "2", "--dpi", "50"]) == 0
+    html = (out / "index.html").read_text()
+    assert "Skipped" not in html
+    for name in ("exogenous", "endogenous", "scale_shift", "cold_start", "update", "granularity", "size_accuracy"):
+        png = out / f"{name}.png"
+        assert png.stat().st_size > 5_000, name
+        assert (out / f"{name}.csv").stat().st_size > 100, name
+    assert html.count("data:image/png;base64,") == 7
+    assert list(out.glob("wandb/offline-run-*")), "the report was not logged to W&B (offline)"
+
+
+@pytest.mark.slow
+def test_update_without_retraining_feeds_the_first_test_step(effect_runs, same_cache):
+    (rrn,) = load_runs(effect_runs[:1])
+    per_item = update.update_without_retraining(rrn.model, rrn.data, min_test_ratings=2, min_period_ratings=3)
+    assert len(per_item) and np.isfinite(per_item[["rmse_static", "rmse_updated"]].to_numpy()).all()
+    assert (per_item["rmse_static"] != per_item["rmse_updated"]).any()  # advance() changed the states
+    static_again = update.update_without_retraining(rrn.model, rrn.data, 2, 3)
+    pd.testing.assert_frame_equal(per_item, static_again)  # reset_states() restored the training states

@@ -100,6 +100,7 @@ def chosen_events(run, options: ReportOptions) -> pd.DataFrame:
     if options.items:
         if not options.event_date:
             raise Skip("--items was given without --event-date: the event to measure against")
+        item_indices(run.data, options.items)  # an id unknown to the run's training data is an error
         return pd.DataFrame({"item": options.items, "kind": "chosen", "date": options.event_date})
     if run.truth and run.truth.get("bumps"):
         return events_from_truth(run.truth)
