@@ -202,7 +202,8 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decade labels only
     ax.set_xlabel("model size (bytes, 4 per parameter)")
     ax.set_ylabel("test RMSE")
-    ax.set_title(f"Accuracy and size: {Path(str(title)).name}", fontsize=10)
+    ax.margins(x=0.2, y=0.1)  # room for the labels
+    ax.set_title(f"Accuracy and size: {'/'.join(Path(str(title)).parts[-2:])}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
