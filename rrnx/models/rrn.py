@@ -237,29 +237,39 @@ class RRN(RatingModel):
         before the step the timestamp falls in (at/after the training end: after all training steps)."""
         self.attach(data)
         users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
-        user_dynamic = self._dynamic_at("user", users, timestamps)  # (Q, D)
-        item_dynamic = self._dynamic_at("item", items, timestamps)  # (Q, D)
-        pred = (user_dynamic * item_dynamic).sum(-1) + self._stationary_score(users, items)
+        user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
+        item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
+        # one gather and one dot over [W u_t + b, u_i] . [W m_t + b, m_j]: eq. (7) in a single pass
+        pred = torch.einsum("qd,qd->q", user_table[user_index], item_table[item_index]) + self.mean_offset
+        if self.hparams.biases:
+            pred = pred + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
         return pred.float().clamp(self.rating_range[0], self.rating_range[1])
 
-    def _dynamic_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+    def _state_table_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor):
+        """Rows [dynamic state, stationary factors] of the entities queried (after each active step,
+        then each one's initial state) and, per query, the row to use; no sort over the queries."""
         seqs = self._advanced["seqs"][side] if self._advanced is not None else self._sides[side]
-        unique, inverse = torch.unique(entities, return_inverse=True)  # (K,), (Q,)
+        present = torch.zeros(seqs.n_entities, dtype=torch.bool)
+        present[entities] = True
+        unique = torch.nonzero(present).squeeze(1)  # (K,)
+        inverse = (torch.cumsum(present, 0) - 1)[entities]  # (Q,) position of each query's entity in unique
         after, local_start = self._states_after_rows(side, seqs, unique)  # (R, D), (K,)
         lengths = seqs.lengths[unique]
         row_step = seqs.step[ranges(seqs.offsets[unique], lengths)]  # (R,) entity-major, time order
         query_step = torch.as_tensor(seqs.granularity.step_of(timestamps.numpy()))  # (Q,)
         last_train_step = int(seqs.granularity.step_of(self._test_start - 1))
-        past_training = timestamps >= self._test_start
-        query_step = torch.where(past_training, query_step.clamp(min=last_train_step + 1), query_step)
+        query_step = torch.where(timestamps >= self._test_start, query_step.clamp(min=last_train_step + 1), query_step)
         low = int(min(row_step.min(), query_step.min()))
         span = int(max(row_step.max(), query_step.max())) - low + 1
         row_key = torch.repeat_interleave(torch.arange(len(unique)), lengths) * span + (row_step - low)  # sorted
-        query_key = inverse * span + (query_step - low)
-        before_count = torch.searchsorted(row_key, query_key) - local_start[inverse]  # (Q,) rows strictly before
-        last = (local_start[inverse] + before_count - 1).clamp(min=0)
-        initial = self._net(side).project.bias.expand(len(entities), -1)
-        return torch.where((before_count > 0)[:, None], after[last], initial)  # (Q, D)
+        query_start = local_start[inverse]  # (Q,)
+        before_count = torch.searchsorted(row_key, inverse * span + (query_step - low)) - query_start
+        index = torch.where(before_count > 0, query_start + before_count - 1, len(after) + inverse)  # (Q,)
+        factors = self._factors(side).weight[unique]  # (K, k)
+        initial = self._net(side).project.bias.expand(len(unique), -1)  # (K, D): h_0 = 0
+        table = torch.cat([torch.cat([after, factors.repeat_interleave(lengths, 0)], 1),
+                           torch.cat([initial, factors], 1)])  # (R + K, D + k)
+        return table, index
 
     # ------------------------------------------------------------------ update without re-training (Section 4.5)
     @torch.no_grad()
