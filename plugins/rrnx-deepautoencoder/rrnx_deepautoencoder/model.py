@@ -137,4 +137,8 @@ class DeepAutoencoder(RatingModel):
         self.log(TRAIN_LOSS, mmse, prog_bar=True, batch_size=len(x))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        settings = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}
+        try:  # fused Adam: one kernel over all weights, several times faster on CPU where supported
+            return torch.optim.Adam(self.parameters(), fused=True, **settings)
+        except (RuntimeError, TypeError):
+            return torch.optim.Adam(self.parameters(), **settings)
