@@ -11,9 +11,9 @@ The loss sees observed entries only. We minimise eq. 3 divided by the number of 
 ratings N (a mean squared error plus lambda/(2N) times the weight norms), with Adam on mini-batches
 of rows instead of the paper's full-batch L-BFGS/Rprop; the norm term's gradient, lambda/N times
 W and V, is applied as Adam's (coupled) weight decay on W and V only, which is the same update
-without a pass over every weight in the loss (fused Adam where torch supports it: 5x faster). Inputs are sparse: a batch's encoding
-gathers V's columns for its observed entries, and decoding evaluates only the outputs that are
-scored, so no dense users x items matrix is ever built.
+without a pass over every weight in the loss (fused Adam where torch supports it: 5x faster).
+Inputs are sparse: a batch's encoding gathers V's columns for its observed entries, and decoding
+evaluates only the outputs that are scored, so no dense users x items matrix is ever built.
 
 At prediction time the encoder sees the row's TRAINING ratings only (data.rating_matrix); the
 validation and test ratings are never an input. A row without training ratings (impossible under
