@@ -198,3 +198,10 @@ def test_update_without_retraining_feeds_the_first_test_step(effect_runs, same_c
     assert (per_item["rmse_static"] != per_item["rmse_updated"]).any()  # advance() changed the states
     static_again = update.update_without_retraining(rrn.model, rrn.data, 2, 3)
     pd.testing.assert_frame_equal(per_item, static_again)  # reset_states() restored the training states
+
+
+def test_command_lists_every_analysis():
+    from rrnx.commands.report import ANALYSIS_KEYS
+    from rrnx.report import ANALYSES
+
+    assert ANALYSIS_KEYS == tuple(module.KEY for module in ANALYSES)
