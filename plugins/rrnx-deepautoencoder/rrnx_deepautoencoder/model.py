@@ -76,6 +76,8 @@ class DeepAutoencoder(RatingModel):
     def set_data_stats(self, rating_range, rating_mean) -> None:
         super().set_data_stats(rating_range, rating_mean)
         self.global_mean.fill_(rating_mean)
+        with torch.no_grad():
+            self.output.bias.fill_(rating_mean)  # start at the mean (0-10 scales too), not at 0
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.datamodule is not None:
