@@ -16,71 +16,111 @@ from torch import nn
 
 
 class PackedLSTMFunction(torch.autograd.Function):
-    """h_t for every packed row; inputs: xg (R, 4H) = W_ih x_t + b, w_hh (4H, H), sizes (T,) list."""
+    """h_t for every packed row; inputs: xg (R, 4H) = W_ih x_t + b with the gates in the order
+    (i, f, o, g) and the g rows doubled (tanh z = 2 sigmoid(2 z) - 1: one sigmoid over all four gates;
+    torch's CPU tanh is several times slower than its sigmoid), w_hh (4H, H) in the same order and
+    scaling, sizes (T,) list.
+
+    The machine is memory-bound on these (bs, 4H) blocks, so every factor of the gate gradients that
+    does not depend on the recurrence is computed in the forward step, while its block is in cache;
+    the backward step is then a handful of in-place products and one matmul."""
 
     @staticmethod
     def forward(ctx, xg: torch.Tensor, w_hh: torch.Tensor, sizes: list) -> torch.Tensor:
         n_rows, hidden = xg.shape[0], w_hh.shape[1]
-        gates = torch.empty(n_rows, 4 * hidden)  # activated i, f, g, o of eqs. (1)-(2)
+        grad = any(ctx.needs_input_grad[:2])
+        gates = xg.clone()  # becomes the activated i, f, o, g of eqs. (1)-(2), step by step in place
         cells = torch.empty(n_rows, hidden)  # c_t, eq. (3)
         states = torch.empty(n_rows, hidden)  # h_t, eq. (4)
-        h = c = torch.zeros(sizes[0] if sizes else 0, hidden)
-        w_t, offset = w_hh.t(), 0
+        tanh_c = torch.empty(sizes[0] if sizes else 0, hidden)
+        if grad:  # d_gates = [dc, dc, dh, dc] * factor, dc = dh * dc_factor + dc_{t+1} f_{t+1}
+            factor = torch.empty_like(gates)
+            dc_factor = torch.empty(n_rows, hidden)
+        w_t, offset, h, c = w_hh.t(), 0, None, None
         for size in sizes:
             rows = slice(offset, offset + size)
-            g = torch.addmm(xg[rows], h[:size], w_t, out=gates[rows])  # (bs, 4H)
-            g[:, : 2 * hidden].sigmoid_()
-            g[:, 2 * hidden: 3 * hidden].tanh_()
-            g[:, 3 * hidden:].sigmoid_()
-            i, f, gg, o = g.split(hidden, 1)
-            c = torch.mul(f, c[:size], out=cells[rows]).addcmul_(i, gg)  # eq. (3)
-            h = torch.tanh(c, out=states[rows]).mul_(o)  # eq. (4)
+            g = gates[rows]  # (bs, 4H), contiguous
+            if h is not None:
+                g.addmm_(h[:size], w_t)  # + W_hh h_{t-1} (h_0 = 0: nothing to add at t = 0)
+            g.sigmoid_()  # one pass over the whole block; the g columns hold 2 z
+            i, f, o, gg = g.split(hidden, 1)
+            if grad:
+                fac = factor[rows]
+                torch.mul(g, g, out=fac)
+                torch.sub(g, fac, out=fac)  # s (1 - s) of every gate; (1 - tanh^2) / 4 on the g columns
+                fi, ff, fo, fg = fac.split(hidden, 1)
+                fg.mul_(i).mul_(2)  # d c / d (2 z_g) = i (1 - g^2) / 2
+            gg.mul_(2).sub_(1)  # g = tanh z_g
+            if c is None:  # c_0 = 0
+                c = torch.mul(i, gg, out=cells[rows])
+            else:
+                c_prev = c[:size]
+                if grad:
+                    ff.mul_(c_prev)
+                c = torch.mul(f, c_prev, out=cells[rows]).addcmul_(i, gg)  # eq. (3)
+            tc = torch.mul(c, 2, out=tanh_c[:size]).sigmoid_().mul_(2).sub_(1)  # tanh c (CPU tanh is slow)
+            h = torch.mul(tc, o, out=states[rows])  # eq. (4)
+            if grad:
+                if offset == 0:
+                    ff.zero_()  # c_0 = 0
+                fi.mul_(gg)
+                fo.mul_(tc)
+                torch.mul(tc, tc, out=dc_factor[rows]).neg_().add_(1).mul_(o)
             offset += size
         ctx.sizes = sizes
-        ctx.save_for_backward(w_hh, gates, cells, states)
+        if grad:
+            ctx.save_for_backward(w_hh, gates, factor, dc_factor, states)
         return states
 
     @staticmethod
     def backward(ctx, d_states: torch.Tensor):
-        w_hh, gates, cells, states = ctx.saved_tensors
+        w_hh, gates, d_gates, dc_factor, states = ctx.saved_tensors  # d_gates: the factors, filled in place
         sizes, hidden = ctx.sizes, w_hh.shape[1]
+        n_rows, first = gates.shape[0], (sizes[0] if sizes else 0)
         starts = [0]
         for size in sizes[:-1]:
             starts.append(starts[-1] + size)
-        d_gates = torch.empty_like(gates)  # pre-activation gate gradients (R, 4H)
-        dh_next = torch.zeros(sizes[0], hidden)
-        dc_next = torch.zeros(sizes[0], hidden)
+        dh_next = torch.zeros(first, hidden)
+        dc_next = torch.zeros(first, hidden)
         d_states = d_states.contiguous()
         for t in range(len(sizes) - 1, -1, -1):
             size, rows = sizes[t], slice(starts[t], starts[t] + sizes[t])
-            dh = d_states[rows] + dh_next[:size]
-            i, f, gg, o = gates[rows].split(hidden, 1)
-            tanh_c = torch.tanh(cells[rows])
-            dc = (dh * o).mul_(1 - tanh_c * tanh_c).add_(dc_next[:size])
-            di, df, dg, do = d_gates[rows].split(hidden, 1)
-            torch.mul(dc * gg, i * (1 - i), out=di)
+            dh = torch.add(d_states[rows], dh_next[:size])
+            dc = torch.addcmul(dc_next[:size], dh, dc_factor[rows])
+            dg = d_gates[rows]
+            dg[:, : 2 * hidden].view(size, 2, hidden).mul_(dc[:, None])
+            dg[:, 2 * hidden: 3 * hidden].mul_(dh)
+            dg[:, 3 * hidden:].mul_(dc)
             if t > 0:
-                torch.mul(dc * cells[starts[t - 1]: starts[t - 1] + size], f * (1 - f), out=df)
-            else:
-                df.zero_()  # c_0 = 0
-            torch.mul(dc * i, 1 - gg * gg, out=dg)
-            torch.mul(dh * tanh_c, o * (1 - o), out=do)
-            dc_next[:size] = dc * f
-            torch.mm(d_gates[rows], w_hh, out=dh_next[:size])
-        previous = torch.zeros_like(states)  # h_{t-1} of each row (0 at t = 0)
-        for t in range(1, len(sizes)):
-            previous[starts[t]: starts[t] + sizes[t]] = states[starts[t - 1]: starts[t - 1] + sizes[t]]
-        d_w_hh = d_gates.t() @ previous  # (4H, H), one matmul over all rows
+                torch.mul(dc, gates[rows, hidden: 2 * hidden], out=dc_next[:size])
+                torch.mm(dg, w_hh, out=dh_next[:size])
+        # h_{t-1} of every row past step 0, by index arithmetic (rows of step 0 have h_0 = 0)
+        shift = torch.repeat_interleave(torch.as_tensor(sizes[:-1]), torch.as_tensor(sizes[1:]),
+                                        output_size=n_rows - first)
+        previous_states = states[torch.arange(first, n_rows) - shift]  # (R - first, H)
+        d_w_hh = d_gates[first:].t() @ previous_states  # (4H, H), one matmul over all rows
         return d_gates, d_w_hh, None
+
+
+def _gate_order(hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTM's (i, f, g, o) rows -> (i, f, o, g), the three sigmoid gates side by side, and the row
+    scale (2 on the g rows) PackedLSTMFunction expects."""
+    order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden),
+                       torch.arange(2 * hidden, 3 * hidden)])
+    scale = torch.ones(4 * hidden, 1)
+    scale[3 * hidden:] = 2
+    return order, scale
 
 
 def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor) -> torch.Tensor:
     """Hidden states of every packed row (R, H) of `data` (R, E), layer by layer with lstm's weights."""
     sizes = batch_sizes.tolist()
+    order, scale = _gate_order(lstm.hidden_size)
     out = data
     for layer in range(lstm.num_layers):
-        w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-        bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+        w_ih = getattr(lstm, f"weight_ih_l{layer}")[order] * scale
+        w_hh = getattr(lstm, f"weight_hh_l{layer}")[order] * scale
+        bias = (getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))[order] * scale[:, 0]
         xg = torch.addmm(bias, out, w_ih.t())  # (R, 4H): eq. (1)-(2)'s input part for all steps at once
         out = PackedLSTMFunction.apply(xg, w_hh, sizes)
     return out
