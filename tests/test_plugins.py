@@ -4,6 +4,7 @@ example plugin (plugins/rrnx-deepautoencoder) installed and trained by name thro
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -75,6 +76,9 @@ def test_a_plugin_cannot_take_a_builtin_name(site):
 
 def install_example_plugin(tmp_path: Path) -> Path:
     """pip-installs a copy of the example plugin into a private target directory, offline."""
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed in this environment: an offline (--no-build-isolation) "
+                    "install of the example plugin needs it (pip install setuptools)")
     source = tmp_path / "plugin-src"
     shutil.copytree(EXAMPLE_PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = tmp_path / "plugin-site"
