@@ -27,7 +27,7 @@ from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 from rrnx.models.rrn_lstm import packed_lstm
 from rrnx.models.rrn_sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, extended_side, gather,
-                                       length_sorted_batches, pack, ranges, ratings_frame_arrays,
+                                       length_sorted_batches, pack, permute_rows, ranges, take_rows, ratings_frame_arrays,
                                        row_budget_batches, training_sides)
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
@@ -51,17 +51,21 @@ class SideNetwork(nn.Module):
 
     def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor) -> torch.Tensor:
         """Hidden state after each row of the batch, (R, H)."""
-        y = self.embed_ratings(side.other[batch.ratings], batch.bag_offsets, per_sample_weights=weights)  # (R, E)
-        y = y + self.embed_context(side.features[batch.rows])  # eq. (5), (R, E)
+        y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
+                               per_sample_weights=weights)  # (R, E)
+        y = y + self.embed_context(take_rows(side.features, batch.rows))  # eq. (5), (R, E)
         packing = pack(batch)
-        hidden = packed_lstm(self.lstm, y[packing.unpacked], packing.batch_sizes)  # eq. (6), (R, H) time-major
-        return hidden[packing.packed_position]  # (R, H) back in entity-major row order
+        y = permute_rows(y, packing.unpacked, packing.packed_position)  # (R, E) time-major
+        hidden = packed_lstm(self.lstm, y, packing.batch_sizes)  # eq. (6), (R, H) time-major
+        return permute_rows(hidden, packing.packed_position, packing.unpacked)  # (R, H) entity-major
 
-    def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor) -> torch.Tensor:
-        """Projected state BEFORE each row (the initial state h_0 = 0 for an entity's first row), (R, D)."""
+    def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected state BEFORE each row (the initial state h_0 = 0, i.e. W 0 + b = b, for an entity's
+        first row), (R, D); or before each of the local `rows` (N,), (N, D), in one gather."""
         after = self.project(hidden)  # (R, D)
-        previous = after[(torch.arange(len(after)) - 1).clamp(min=0)]  # (R, D) same entity when position > 0
-        return torch.where((batch.position == 0)[:, None], self.project.bias.expand_as(after), previous)
+        table = torch.cat([after, self.project.bias[None]])  # (R + 1, D): the last row is the initial state
+        previous = torch.where(batch.position == 0, len(after), torch.arange(len(after)) - 1)  # (R,) same entity
+        return take_rows(table, previous if rows is None else take_rows(previous, rows))
 
 
 class RRN(RatingModel):
@@ -172,11 +176,11 @@ class RRN(RatingModel):
 
     def _input_weights(self, side: SideTensors, batch: RowBatch) -> torch.Tensor:
         """x_t's nonzero values for EmbeddingBag's per_sample_weights, (N,)."""
-        weights = side.value[batch.ratings]  # (N,)
+        weights = take_rows(side.value, batch.ratings)  # (N,)
         if self.hparams.rating_input == "scaled":
             weights = weights / self.rating_range.abs().max().clamp(min=1e-6)
         if self.hparams.input_norm != "sum":
-            count = batch.ratings_per_row[batch.rating_row].float()  # (N,)
+            count = take_rows(batch.ratings_per_row, batch.rating_row).float()  # (N,)
             weights = weights / (count.sqrt() if self.hparams.input_norm == "sqrt" else count)
         return weights
 
@@ -192,7 +196,7 @@ class RRN(RatingModel):
             for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
                 batch = gather(seqs, entities[chunk])
                 hidden = net(seqs, batch, self._input_weights(seqs, batch))  # (R_b, H)
-                after[ranges(local_start[chunk], lengths[chunk])] = net.project(hidden)
+                after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
             return after, local_start
 
     def _cached_states(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,9 +209,10 @@ class RRN(RatingModel):
         after, _ = self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))  # (n_active, D)
         first = seqs.features[:, 0] > 0  # 1_newbie marks each entity's first row
         with torch.inference_mode(False), torch.no_grad():
-            before = torch.where(first[:, None], self._net(side).project.bias,
-                                 after[(torch.arange(len(after)) - 1).clamp(min=0)])
-        final = after[seqs.offsets[1:] - 1]  # (n_entities, D)
+            before = torch.empty_like(after)  # (n_active, D): the state after the previous row ...
+            before[1:] = after[:-1]
+            before[first] = self._net(side).project.bias  # ... or the initial state for a first row
+        final = take_rows(after, seqs.offsets[1:] - 1)  # (n_entities, D)
         self._state_cache[side] = (self._version[side], before, final)
         return before, final
 
@@ -356,18 +361,18 @@ class RRN(RatingModel):
         batch = gather(seqs, entities)
         net = self._net(side)
         hidden = net(seqs, batch, self._input_weights(seqs, batch))  # (R, H)
-        own_dynamic = net.dynamic_before(batch, hidden)[batch.rating_row]  # (N, D)
-        other_dynamic = other_before[seqs.other_row[batch.ratings]]  # (N, D)
-        rating_entity = batch.row_entity[batch.rating_row]  # (N,) local entity
+        own_dynamic = net.dynamic_before(batch, hidden, batch.rating_row)  # (N, D)
+        other_dynamic = take_rows(other_before, take_rows(seqs.other_row, batch.ratings))  # (N, D)
+        rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
         per_entity = torch.zeros(len(entities)).index_add_(0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
         n = len(batch.ratings)
         scale = n / per_entity  # SGD step = each entity's mean gradient
         own = self._factors(side)(entities)  # (B, k)
         if own.requires_grad:
             own.register_hook(lambda g: g * scale[:, None])
-        other_idx = seqs.other[batch.ratings]  # (N,)
-        other = self._factors(OTHER_SIDE[side]).weight.detach()[other_idx]  # (N, k) frozen
-        pred = (own_dynamic * other_dynamic).sum(-1) + (own[rating_entity] * other).sum(-1) + self.mean_offset
+        other_idx = take_rows(seqs.other, batch.ratings)  # (N,)
+        other = take_rows(self._factors(OTHER_SIDE[side]).weight.detach(), other_idx)  # (N, k) frozen
+        pred = (own_dynamic * other_dynamic).sum(-1) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset
         reg = (per_entity * own.pow(2).sum(-1)).sum()
         if self.hparams.biases:
             own_bias = self._bias(side)(entities)  # (B, 1)
@@ -375,7 +380,7 @@ class RRN(RatingModel):
                 own_bias.register_hook(lambda g: g * scale[:, None])
             pred = pred + own_bias[rating_entity, 0] + self._bias(OTHER_SIDE[side]).weight.detach()[other_idx, 0]
             reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
-        return pred, seqs.value[batch.ratings], self.hparams.reg * reg / n
+        return pred, take_rows(seqs.value, batch.ratings), self.hparams.reg * reg / n
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def on_validation_epoch_start(self) -> None:

@@ -159,6 +159,35 @@ def pack(batch: RowBatch) -> Packing:
     return Packing(packed_position, unpacked, alive, order)
 
 
+class _Permute(torch.autograd.Function):
+    """rows[order] where `order` is a permutation: the gradient is the inverse permutation, a plain
+    gather (torch's indexing backward is an accumulating scatter, ~2x slower on (R, 40) rows)."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return rows.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] along the first dimension. torch's CPU advanced indexing is ~3x slower than
+    index_select on row gathers (80 vs 29 ms for 376k random rows of 20 floats) and its backward is an
+    accumulating scatter; a table with gradients goes through F.embedding (embedding backward)."""
+    if table.requires_grad and table.dim() == 2 and torch.is_grad_enabled():
+        return torch.nn.functional.embedding(index, table)
+    return table.index_select(0, index)
+
+
+def permute_rows(rows: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """rows[order], differentiable; `inverse` is order's inverse permutation."""
+    return _Permute.apply(rows, order, inverse)
+
+
 def length_sorted_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> list:
     """Entity batches of similar sequence length (little LSTM work wasted on ragged tails), in random
     order when a generator is given; ties are broken at random so batches differ between epochs."""
