@@ -321,7 +321,9 @@ class RRN(RatingModel):
     def configure_optimizers(self):
         hp = self.hparams
         def adam(net):
-            return torch.optim.Adam(net.parameters(), lr=hp.net_lr, weight_decay=hp.net_weight_decay)
+            # fused: one pass over each parameter (the item network's input embedding has n_users x E
+            # entries, updated densely at every item step); same update, 8 vs 72 ms on 272k x 40
+            return torch.optim.Adam(net.parameters(), lr=hp.net_lr, weight_decay=hp.net_weight_decay, fused=True)
         def sgd(side):
             return torch.optim.SGD(self._stationary_params(side), lr=hp.stationary_lr)
         return [adam(self.user_net), sgd("user"), adam(self.item_net), sgd("item")]
