@@ -95,8 +95,8 @@ class PackedLSTMFunction(torch.autograd.Function):
                 torch.mul(dc, gates[rows, hidden: 2 * hidden], out=dc_next[:size])
                 torch.mm(dg, w_hh, out=dh_next[:size])
         # h_{t-1} of every row past step 0, by index arithmetic (rows of step 0 have h_0 = 0)
-        shift = torch.repeat_interleave(torch.as_tensor(sizes[:-1]), torch.as_tensor(sizes[1:]),
-                                        output_size=n_rows - first)
+        shift = torch.repeat_interleave(torch.as_tensor(sizes[:-1], dtype=torch.int64),
+                                        torch.as_tensor(sizes[1:], dtype=torch.int64), output_size=n_rows - first)
         previous_states = states[torch.arange(first, n_rows) - shift]  # (R - first, H)
         d_w_hh = d_gates[first:].t() @ previous_states  # (4H, H), one matmul over all rows
         return d_gates, d_w_hh, None
