@@ -55,11 +55,13 @@ def plot_granularity(table: pd.DataFrame):
 
 
 def section(runs, options: ReportOptions) -> Section:
-    if len({run.granularity for run in runs}) < 2:
-        only = "/".join(runs[0].granularity)
-        raise Skip(f"needs runs that differ in time-step granularity (all runs here use {only}); "
-                   "e.g. a sweep over data.user_granularity and data.item_granularity")
+    if len(runs) < 2:
+        raise Skip("needs at least two runs to compare (e.g. a sweep over data.user_granularity and "
+                   "data.item_granularity, or RRN and PMF runs)")
     table = granularity_table(runs)
     caption = ("Granularity (user / item), test RMSE and mean training seconds per epoch of the user and item "
                "phases (RRN) and of the whole epoch (wall clock, including validation).")
+    if len({run.granularity for run in runs}) < 2:
+        caption += (f" All runs here use {'/'.join(runs[0].granularity)}: the table compares models at one "
+                    "granularity; give runs that differ in granularity (or a sweep folder) for the trade-off.")
     return Section(KEY, TITLE, PAPER, caption, {KEY: plot_granularity(table)}, {"Table 3": table.round(4)}, table)
