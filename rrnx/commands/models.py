@@ -12,10 +12,12 @@ def run(args, overrides) -> int:
     from rrnx.registry import discover
 
     entries = discover()
+    packages = {name: f"{e.package} {e.version}" for name, e in entries.items()}
     width = max([len(n) for n in entries] + [4])
-    print(f"{'name':<{width}}  package          target")
+    pwidth = max([len(p) for p in packages.values()] + [7])
+    print(f"{'name':<{width}}  {'package':<{pwidth}}  target")
     for name in sorted(entries):
         e = entries[name]
         status = f"  [failed to import: {e.error}]" if e.error else ""
-        print(f"{name:<{width}}  {e.package + ' ' + e.version:<15}  {e.target}{status}")
+        print(f"{name:<{width}}  {packages[name]:<{pwidth}}  {e.target}{status}")
     return 0
