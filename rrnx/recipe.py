@@ -23,19 +23,24 @@ TRAINER_OWN_KEYS = ("seed", "num_threads")
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing")
 
 
-def load_recipe(path: str | Path) -> dict:
+def read_yaml(path: str | Path, kind: str = "recipe") -> dict:
+    """A YAML mapping from a file; a missing file or a YAML error is one line naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+        raise RecipeError(f"{path}: {kind} file not found")
     try:
-        recipe = yaml.safe_load(path.read_text()) or {}
+        content = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with the sections {', '.join(SECTIONS)}")
-    return normalize(recipe, str(path))
+    if not isinstance(content, dict):
+        raise RecipeError(f"{path}: a {kind} is a mapping of sections to values")
+    return content
+
+
+def load_recipe(path: str | Path) -> dict:
+    return normalize(read_yaml(path, "recipe"), str(path))
 
 
 def normalize(recipe: dict, where: str = "recipe") -> dict:

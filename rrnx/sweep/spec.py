@@ -26,11 +26,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from rrnx.errors import RecipeError
 from rrnx.models.base import VAL_RMSE
-from rrnx.recipe import apply_overrides, load_recipe
+from rrnx.recipe import apply_overrides, load_recipe, read_yaml
 
 SWEEP_KEYS = ("recipe", "study_name", "objective", "fixed", "space", "sampler", "pruner", "n_trials",
               "timeout", "enqueue")
@@ -117,7 +116,7 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, object]] | None = No
     """Reads and validates a sweep file; `overrides` are command-line recipe overrides and
     `recipe` replaces the sweep file's recipe (the same search on another data set)."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path, "sweep file")
     unknown = [k for k in raw if k not in SWEEP_KEYS]
     if unknown:
         raise RecipeError(f"{path}: unknown key {unknown[0]!r} in sweep file; valid keys: {', '.join(SWEEP_KEYS)}")
@@ -151,20 +150,6 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, object]] | None = No
         where = f"{path} (recipe {recipe_path})"
         raise RecipeError(str(exc) if str(exc).startswith(str(path)) else f"{where}: {exc}") from None
     return sweep
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise RecipeError(f"{path}: sweep file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RecipeError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
-                          f"({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a sweep file is a mapping with the keys {', '.join(SWEEP_KEYS)}")
-    return raw
 
 
 def resolve_recipe_path(sweep_path: Path, recipe: str) -> Path:
