@@ -27,7 +27,7 @@ from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import TEST_RMSE, VAL_RMSE
-from rrnx.recipe import TRAINER_OWN_KEYS, check_recipe, dump_recipe, load_recipe
+from rrnx.recipe import check_recipe, dump_recipe, load_recipe
 
 INCOMPLETE = "INCOMPLETE"
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,

@@ -49,3 +49,19 @@ def ratings_csv(tmp_path) -> Path:
     ratings_frame().rename(columns={"user": "uid", "item": "iid", "rating": "stars", "timestamp": "ts"}).to_csv(
         path, index=False)
     return path
+
+
+def tiny_csv_recipe(tmp_path: Path, logger: str = "none", model: str = "pmf", **model_keys) -> Path:
+    """A recipe over a tiny csv of 30 users x 20 items over 90 days (test period from 2010-03-10)."""
+    rng = np.random.default_rng(0)
+    n = 700
+    frame = pd.DataFrame({"user": rng.integers(0, 30, n), "item": rng.integers(0, 20, n),
+                          "rating": rng.integers(1, 6, n).astype(float),
+                          "timestamp": 1_262_304_000 + rng.integers(0, 90 * 86_400, n)})
+    frame.drop_duplicates(["user", "item"]).to_csv(tmp_path / "ratings.csv", index=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data:\n  path: {tmp_path / 'ratings.csv'}\n  format: csv\n  test_start: 2010-03-10\n"
+                      f"model:\n  name: {model}\n" + "".join(f"  {k}: {v}\n" for k, v in model_keys.items())
+                      + "trainer:\n  max_epochs: 1\n"
+                      f"  enable_progress_bar: false\nlogger:\n  name: {logger}\n  mode: offline\n")
+    return recipe

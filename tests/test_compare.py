@@ -6,28 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import tiny_csv_recipe
 from rrnx.cli import main
 from rrnx.compare import COLUMNS, parse_models, plan_models
 from rrnx.errors import RecipeError
 from rrnx.recipe import normalize
-
-
-def tiny_recipe(tmp_path: Path, logger: str = "none") -> Path:
-    rng = np.random.default_rng(0)
-    n = 700
-    frame = pd.DataFrame({"user": rng.integers(0, 30, n), "item": rng.integers(0, 20, n),
-                          "rating": rng.integers(1, 6, n).astype(float),
-                          "timestamp": 1_262_304_000 + rng.integers(0, 90 * 86_400, n)})
-    frame.drop_duplicates(["user", "item"]).to_csv(tmp_path / "ratings.csv", index=False)
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"data:\n  path: {tmp_path / 'ratings.csv'}\n  format: csv\n  test_start: 2010-03-10\n"
-                      "model:\n  name: pmf\n  dim: 8\n  reg: 0.01\ntrainer:\n  max_epochs: 1\n"
-                      f"  enable_progress_bar: false\nlogger:\n  name: {logger}\n  mode: offline\n")
-    return recipe
 
 
 def test_parse_models_with_inline_settings():
@@ -91,3 +77,7 @@ def test_wandb_summary_run_holds_table_and_figure(tmp_path):
     assert len(runs) == 1, "the summary run (the pmf run logs into out/pmf/)"
     media = [p.name for p in (runs[0] / "files" / "media").rglob("*")]
     assert any(name.endswith(".table.json") for name in media) and any(name.endswith(".png") for name in media)
+
+
+def tiny_recipe(tmp_path: Path, logger: str = "none") -> Path:
+    return tiny_csv_recipe(tmp_path, logger, dim=8, reg=0.01)

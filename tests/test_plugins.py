@@ -11,10 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
+from conftest import tiny_csv_recipe
 from rrnx import registry
 from rrnx.errors import RecipeError
 
@@ -92,15 +91,7 @@ def install_example_plugin(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_example_plugin_installs_and_trains_by_name(tmp_path):
     target = install_example_plugin(tmp_path)
-    rng = np.random.default_rng(0)
-    n = 600
-    ratings = pd.DataFrame({"user": rng.integers(0, 30, n), "item": rng.integers(0, 20, n),
-                            "rating": rng.integers(1, 6, n).astype(float),
-                            "timestamp": 1_262_304_000 + rng.integers(0, 90 * 86_400, n)})
-    ratings.drop_duplicates(["user", "item"]).to_csv(tmp_path / "ratings.csv", index=False)
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"data:\n  path: {tmp_path / 'ratings.csv'}\n  format: csv\n  test_start: 2010-03-10\n"
-                      "model:\n  name: pmf\ntrainer:\n  max_epochs: 1\n  enable_progress_bar: false\nlogger: none\n")
+    recipe = tiny_csv_recipe(tmp_path)
     script = ("import sys; from rrnx.cli import main; assert main(['models']) == 0; "
               f"sys.exit(main(['fit', {str(recipe)!r}, '--run-dir', {str(tmp_path / 'run')!r}, "
               "'--model.name=deep-autoencoder', '--model.layers=[16,16,32]']))")

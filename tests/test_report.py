@@ -18,7 +18,6 @@ from rrnx.cli import main
 from rrnx.report import ReportOptions, load_runs, write_report
 from rrnx.report import cold_start, exogenous, granularity, scale_shift, update
 from rrnx.report.runs import expand_run_dirs
-from rrnx.report.section import Skip
 
 TINY_DATA = ["--data.synthetic.n_users=400", "--data.synthetic.n_items=150", "--data.synthetic.n_ratings=8000"]
 TINY_OPTIONS = ReportOptions(n_users=60, n_active_users=60, items_per_group=20, min_period_ratings=3,

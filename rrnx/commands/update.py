@@ -40,7 +40,6 @@ def known_ratings(frame, split, say):
 
 
 def run(args, overrides) -> int:
-    import pandas as pd
     import torch
 
     from rrnx.data.cache import load_ratings

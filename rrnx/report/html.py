@@ -57,7 +57,7 @@ def write_page(out: Path, runs, outcomes, command: str) -> Path:
     skipped = [o for o in outcomes if o.section is None]
     contents = "".join(f'<li><a href="#{o.key}">{html.escape(o.paper)}: {html.escape(o.title)}</a>'
                        f'{" (skipped)" if o.section is None else ""}</li>' for o in outcomes)
-    body = [f"<h1>rrnx report: the paper's analyses (Wu et al., WSDM 2017, Sections 4.2-4.6)</h1>",
+    body = ["<h1>rrnx report: the paper's analyses (Wu et al., WSDM 2017, Sections 4.2-4.6)</h1>",
             f"<p>Made {stamp} by <code>{html.escape(command)}</code></p>",
             "<h2>Runs</h2>", table_html(runs_table(runs)), f"<ul>{contents}</ul>"]
     if skipped:

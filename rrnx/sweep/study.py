@@ -12,7 +12,7 @@ from rrnx.errors import RrnxError
 from rrnx.sweep import report
 from rrnx.sweep.runner import Job, quiet_logging, run_workers
 from rrnx.sweep.spec import Sweep, initial_trials, make_pruner, make_sampler
-from rrnx.sweep.storage import (budget_counts, check_signature, fail_dead_trials, is_url, open_storage, redact,
+from rrnx.sweep.storage import (budget_counts, check_signature, fail_dead_trials, open_storage, redact,
                                 store_signature, study_exists)
 
 N_TRIALS_ATTR = "rrnx:n_trials"
