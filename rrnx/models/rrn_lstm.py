@@ -16,20 +16,22 @@ from torch import nn
 
 
 class PackedLSTMFunction(torch.autograd.Function):
-    """h_t for every packed row; inputs: xg (R, 4H) = W_ih x_t + b with the gates in the order
-    (i, f, o, g) and the g rows doubled (tanh z = 2 sigmoid(2 z) - 1: one sigmoid over all four gates;
-    torch's CPU tanh is several times slower than its sigmoid), w_hh (4H, H) in the same order and
-    scaling, sizes (T,) list.
+    """h_t for every packed row; inputs: x (R, E), w_ih (4H, E), bias (4H,) (b_ih + b_hh), w_hh (4H, H),
+    all with the gates in the order (i, f, o, g) and the g rows doubled (tanh z = 2 sigmoid(2 z) - 1: one sigmoid over all four gates;
+    torch's CPU tanh is several times slower than its sigmoid), sizes (T,) list. The input part of
+    the gates, W_ih x_t + b, is one matmul over all rows, written straight into the gate buffer.
 
     The machine is memory-bound on these (bs, 4H) blocks, so every factor of the gate gradients that
     does not depend on the recurrence is computed in the forward step, while its block is in cache;
     the backward step is then a handful of in-place products and one matmul."""
 
     @staticmethod
-    def forward(ctx, xg: torch.Tensor, w_hh: torch.Tensor, sizes: list) -> torch.Tensor:
-        n_rows, hidden = xg.shape[0], w_hh.shape[1]
-        grad = any(ctx.needs_input_grad[:2])
-        gates = xg.clone()  # becomes the activated i, f, o, g of eqs. (1)-(2), step by step in place
+    def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, w_hh: torch.Tensor,
+                sizes: list) -> torch.Tensor:
+        n_rows, hidden = x.shape[0], w_hh.shape[1]
+        grad = any(ctx.needs_input_grad[:4])
+        # (R, 4H): eqs. (1)-(2)'s input part for all steps at once; becomes the activated i, f, o, g in place
+        gates = torch.addmm(bias, x, w_ih.t())
         cells = torch.empty(n_rows, hidden)  # c_t, eq. (3)
         states = torch.empty(n_rows, hidden)  # h_t, eq. (4)
         tanh_c = torch.empty(sizes[0] if sizes else 0, hidden)
@@ -69,12 +71,12 @@ class PackedLSTMFunction(torch.autograd.Function):
             offset += size
         ctx.sizes = sizes
         if grad:
-            ctx.save_for_backward(w_hh, gates, factor, dc_factor, states)
+            ctx.save_for_backward(x, w_ih, w_hh, gates, factor, dc_factor, states)
         return states
 
     @staticmethod
     def backward(ctx, d_states: torch.Tensor):
-        w_hh, gates, d_gates, dc_factor, states = ctx.saved_tensors  # d_gates: the factors, filled in place
+        x, w_ih, w_hh, gates, d_gates, dc_factor, states = ctx.saved_tensors  # d_gates: the factors, filled in place
         sizes, hidden = ctx.sizes, w_hh.shape[1]
         n_rows, first = gates.shape[0], (sizes[0] if sizes else 0)
         starts = [0]
@@ -99,7 +101,11 @@ class PackedLSTMFunction(torch.autograd.Function):
                                         torch.as_tensor(sizes[1:], dtype=torch.int64), output_size=n_rows - first)
         previous_states = states[torch.arange(first, n_rows) - shift]  # (R - first, H)
         d_w_hh = d_gates[first:].t() @ previous_states  # (4H, H), one matmul over all rows
-        return d_gates, d_w_hh, None
+        needs = ctx.needs_input_grad
+        d_x = d_gates @ w_ih if needs[0] else None  # (R, E)
+        d_w_ih = d_gates.t() @ x if needs[1] else None  # (4H, E)
+        d_bias = d_gates.sum(0) if needs[2] else None  # (4H,)
+        return d_x, d_w_ih, d_bias, d_w_hh, None
 
 
 def _gate_order(hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +127,5 @@ def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor) ->
         w_ih = getattr(lstm, f"weight_ih_l{layer}")[order] * scale
         w_hh = getattr(lstm, f"weight_hh_l{layer}")[order] * scale
         bias = (getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))[order] * scale[:, 0]
-        xg = torch.addmm(bias, out, w_ih.t())  # (R, 4H): eq. (1)-(2)'s input part for all steps at once
-        out = PackedLSTMFunction.apply(xg, w_hh, sizes)
+        out = PackedLSTMFunction.apply(out, w_ih, bias, w_hh, sizes)
     return out
