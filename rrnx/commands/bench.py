@@ -11,11 +11,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--preset", default="netflix-6m",
                         help="synthetic preset (small, netflix-6m, netflix-1y, netflix-full, imdb); default netflix-6m")
     parser.add_argument("--epochs", type=int, default=1, help="joint epochs to time (default 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on 2 shared cores a second thread was slower, docs/benchmarks.md)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads (default: torch's choice, all cores; use 1 on a machine shared with "
+                             "other jobs, docs/benchmarks.md)")
     parser.add_argument("--user-granularity", default="1d", help="user time step (default 1d, as Table 3's best)")
     parser.add_argument("--item-granularity", default="7d", help="item time step (default 7d)")
-    # The benchmark configuration of docs/benchmarks.md: large batches keep the LSTM matmuls large;
+    # The batch sizes of docs/benchmarks.md: large batches keep the LSTM matmuls large;
     # RRN's own defaults (256 / 64) are chosen for accuracy on small data.
     parser.add_argument("--user-batch-size", type=int, default=4096, help="users per user-phase step (default 4096)")
     parser.add_argument("--item-batch-size", type=int, default=512, help="items per item-phase step (default 512)")
