@@ -87,8 +87,9 @@ def training_predictions(model) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- causality (Section 3.3)
 
+@pytest.mark.parametrize("step_stats", [False, True])
 @pytest.mark.parametrize("which", [0, 1, 2])
-def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_path, which):
+def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_path, which, step_stats):
     ratings = tiny_ratings()
     train = ratings[ratings["timestamp"] < pd.Timestamp("2005-03-22", tz="UTC").timestamp()]
     victim = train.index[[len(train) // 4, len(train) // 2, 3 * len(train) // 4][which]]
@@ -96,7 +97,7 @@ def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_pa
     changed.loc[victim, "rating"] = 1.0 if ratings.loc[victim, "rating"] > 2 else 5.0
     data_a = datamodule(tmp_path, ratings, "a.parquet")
     data_b = datamodule(tmp_path, changed, "b.parquet")
-    model = tiny_model(data_a)
+    model = tiny_model(data_a, step_stats=step_stats)
     ts = int(ratings.loc[victim, "timestamp"])
     user_step = int(data_a.user_granularity.step_of(ts))
     item_step = int(data_a.item_granularity.step_of(ts))
@@ -212,9 +213,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
 # ---------------------------------------------------------------------------- update without re-training
 
-def test_advance_changes_states_only_through_new_ratings(tmp_path):
+@pytest.mark.parametrize("step_stats", [False, True])
+def test_advance_changes_states_only_through_new_ratings(tmp_path, step_stats):
     data = datamodule(tmp_path, tiny_ratings())
-    model = tiny_model(data)
+    model = tiny_model(data, step_stats=step_stats)
     user_final, item_final = (f.clone() for f in model._final_states())
     val = data.split.val
     batch = {"user": torch.as_tensor(val["user_idx"].to_numpy()), "item": torch.as_tensor(val["item_idx"].to_numpy())}

@@ -55,23 +55,29 @@ class SideNetwork(nn.Module):
     """One side's dynamics: the input embedding of eq. (5), the LSTM of eq. (6) and the affine map
     of eq. (7) (W_user, b_user for users; W_movie, b_movie for items)."""
 
-    def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int):
+    def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
+                 context_dim: int = 3):
         super().__init__()
         self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum")  # W_embed's x_t columns
-        self.embed_context = nn.Linear(3, embed_dim)  # W_embed's [1_newbie, tau_t, tau_{t-1}] columns
+        # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
+        self.embed_context = nn.Linear(context_dim, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers)
         self.project = nn.Linear(hidden, dynamic_dim)
         nn.init.normal_(self.embed_ratings.weight, std=0.1)
         nn.init.normal_(self.project.weight, std=0.01)  # start near the PMF pre-train: dynamic part ~ b.b
 
-    def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor) -> torch.Tensor:
-        """Hidden state after each row of the batch, (R, H)."""
+    def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor,
+                stats: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden state after each row of the batch, (R, H); `stats` (R, 2): extra context columns."""
         y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
                                per_sample_weights=weights)  # (R, E)
         # eq. (5), (R, E): + the context columns; the weight passed row-major so that its gradient is
         # features^T grad (3 x R x 40), not grad^T features, which MKL runs ~3x slower
         context = self.embed_context
-        y = torch.addmm(y, take_rows(side.features, batch.rows), context.weight.t().contiguous()).add_(context.bias)
+        features = take_rows(side.features, batch.rows)  # (R, 3)
+        if stats is not None:
+            features = torch.cat([features, stats], 1)  # (R, 5)
+        y = torch.addmm(y, features, context.weight.t().contiguous()).add_(context.bias)
         packing = pack(batch)
         y = permute_rows(y, packing.unpacked, packing.packed_position)  # (R, E) time-major
         hidden = packed_lstm(self.lstm, y, packing.batch_sizes)  # eq. (6), (R, H) time-major
@@ -108,6 +114,9 @@ class RRN(RatingModel):
         biases: add stationary per-user and per-item biases to eq. (7).
         init_std: standard deviation of the stationary factors' initialisation.
         eval_batch_rows: active steps per batch in the no-grad passes (caches, evaluation).
+        step_stats: beyond the paper, off by default: append to each row's context columns of
+            eq. (5) the step's mean rating (minus the training mean, divided by the scale's maximum)
+            and log(1 + the step's rating count); statistics of the step's own ratings, like x_t.
     """
 
     def __init__(self, n_users: int, n_items: int, dim: int = 20, reg: float = 0.01, lr: float = 0.01,
@@ -117,7 +126,7 @@ class RRN(RatingModel):
                  user_batch_size: int = 256, item_batch_size: int = 64,
                  rating_input: str = "scaled", input_norm: str = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
-                 eval_batch_rows: int = 200_000):
+                 eval_batch_rows: int = 200_000, step_stats: bool = False):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -125,8 +134,9 @@ class RRN(RatingModel):
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim)
-        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim)
+        context_dim = 5 if step_stats else 3
+        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim)
+        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim)
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
         nn.init.normal_(self.user_factors.weight, std=init_std)
@@ -138,6 +148,8 @@ class RRN(RatingModel):
             nn.init.zeros_(self.item_bias.weight)
         self.register_buffer("mean_offset", torch.zeros(()))
         self.register_buffer("stationary_ready", torch.zeros((), dtype=torch.bool))
+        if step_stats:
+            self.register_buffer("train_mean", torch.zeros(()))  # centres the step statistics' mean rating
         self._data = None
         self._sides: dict[str, SideTensors] = {}
         self._version = {side: 0 for side in SIDES}  # optimizer steps taken per side: cache keys
@@ -149,6 +161,8 @@ class RRN(RatingModel):
     def set_data_stats(self, rating_range, rating_mean) -> None:
         super().set_data_stats(rating_range, rating_mean)
         with torch.no_grad():
+            if self.hparams.step_stats:
+                self.train_mean.fill_(rating_mean)
             if self.hparams.global_mean:
                 self.mean_offset.fill_(rating_mean)
             else:  # eq. (7) as written: the mean lives in <b_user, b_movie>
@@ -202,6 +216,20 @@ class RRN(RatingModel):
             weights = weights / (count.sqrt() if self.hparams.input_norm == "sqrt" else count)
         return weights
 
+    def _step_stats(self, side: SideTensors, batch: RowBatch) -> torch.Tensor | None:
+        """Beyond the paper (`step_stats`): per row, [(mean rating of the step - training mean) / the
+        scale's maximum, log(1 + ratings in the step)], (R, 2); None when off (eq. 5 as written)."""
+        if not self.hparams.step_stats:
+            return None
+        count = batch.ratings_per_row.float()  # (R,) every active row has >= 1 rating
+        total = torch.zeros(len(count)).index_add_(0, batch.rating_row, take_rows(side.value, batch.ratings))
+        mean = (total / count - self.train_mean) / self.rating_range.abs().max().clamp(min=1e-6)
+        return torch.stack([mean, torch.log1p(count)], 1)
+
+    def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> torch.Tensor:
+        """eqs. (5)-(6): the hidden state after each row of the batch, (R, H)."""
+        return net(side, batch, self._input_weights(side, batch), self._step_stats(side, batch))
+
     # ------------------------------------------------------------------ states
     def _states_after_rows(self, side: str, seqs: SideTensors, entities: torch.Tensor):
         """Projected state after every row of `entities` (local CSR in the given order): (R, D), (K,).
@@ -213,7 +241,7 @@ class RRN(RatingModel):
             after = torch.empty(int(lengths.sum()), self.hparams.dynamic_dim)  # (R, D)
             for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
                 batch = gather(seqs, entities[chunk])
-                hidden = net(seqs, batch, self._input_weights(seqs, batch))  # (R_b, H)
+                hidden = self._hidden(net, seqs, batch)  # (R_b, H)
                 after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
             return after, local_start
 
@@ -381,7 +409,7 @@ class RRN(RatingModel):
         seqs = self._sides[side]
         batch = gather(seqs, entities)
         net = self._net(side)
-        hidden = net(seqs, batch, self._input_weights(seqs, batch))  # (R, H)
+        hidden = self._hidden(net, seqs, batch)  # (R, H)
         own_dynamic = net.dynamic_before(batch, hidden, batch.rating_row)  # (N, D)
         other_dynamic = take_rows(other_before, take_rows(seqs.other_row, batch.ratings))  # (N, D)
         rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
