@@ -23,7 +23,10 @@ import pandas as pd
 
 from rrnx.errors import RecipeError
 
-GENERATOR_VERSION = 1  # part of the cache key: bump when the generative model changes
+GENERATOR_VERSION = 1  # recorded in the truth file
+# The cache key also holds a hash of this file's source: any change to the generator invalidates
+# cached data (a manual version number was forgotten once, and stale data was silently reused).
+SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 USER_ID_OFFSET, USER_ID_STRIDE = 1000, 2  # ids are deliberately not 0..n-1
 ITEM_ID_OFFSET, ITEM_ID_STRIDE = 1000, 3
 SECONDS_PER_DAY = 86_400
@@ -454,7 +457,7 @@ def _cache_key(params: dict) -> tuple[str, dict]:
     eff = _resolve_dates(str(full["start"]), full["days"], _check_params(
         full["n_users"], full["n_items"], full["n_ratings"], full["start"], full["days"], kwargs))
     full["start"] = str(_parse_date("start", full["start"]))  # YAML may hand over a datetime.date
-    canonical = json.dumps({"version": GENERATOR_VERSION, **full, **eff}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"version": GENERATOR_VERSION, "source": SOURCE_HASH, **full, **eff}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest(), {**full, **kwargs}
 
 
