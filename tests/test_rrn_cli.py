@@ -6,15 +6,7 @@ import torch
 
 from rrnx.cli import main
 from rrnx.run import fit
-from test_rrn import recipe, tiny_ratings
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_rrn import one_thread, recipe, tiny_ratings  # noqa: F401  (one_thread: autouse fixture)
 
 
 @pytest.fixture(scope="module")

@@ -104,8 +104,13 @@ class StepSequences:
 
     def tau_of_step(self, step) -> np.ndarray:
         """Standardized wallclock of arbitrary steps (e.g. test steps) on the training scale."""
-        days = self.granularity.start_of(step) / DAY
-        return ((days - self.tau_mean) / self.tau_std).astype(np.float32)
+        return standardized_tau(self.granularity, step, self.tau_mean, self.tau_std)
+
+
+def standardized_tau(granularity: Granularity, step, tau_mean: float, tau_std: float) -> np.ndarray:
+    """Eq. (5)'s wallclock tau of each step: its start in days, standardized (Section 4.1)."""
+    days = granularity.start_of(step) / DAY
+    return ((days - tau_mean) / tau_std).astype(np.float32)
 
 
 def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.ndarray, ts: np.ndarray,
@@ -126,7 +131,7 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
     rating_offsets = np.append(starts, len(order)).astype(np.int64)
     days = granularity.start_of(row_step) / DAY
     tau_mean, tau_std = float(days.mean()), float(days.std()) or 1.0
-    tau = ((days - tau_mean) / tau_std).astype(np.float32)
+    tau = ((days - tau_mean) / tau_std).astype(np.float32)  # standardized_tau without a second start_of
     first = np.zeros(len(row_step), dtype=bool)
     first[offsets[:-1][np.diff(offsets) > 0]] = True
     prev_tau = np.where(first, tau, np.roll(tau, 1)).astype(np.float32)

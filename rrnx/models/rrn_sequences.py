@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rrnx.data.steps import Granularity, StepSequences, build_sequences
+from rrnx.data.steps import Granularity, StepSequences, build_sequences, standardized_tau
 
 SIDES = ("user", "item")
 OTHER_SIDE = {"user": "item", "item": "user"}
@@ -50,8 +50,7 @@ class SideTensors:
         return self.offsets[1:] - self.offsets[:-1]  # (n_entities,)
 
     def tau_of_step(self, step: np.ndarray) -> np.ndarray:
-        days = self.granularity.start_of(step) / 86_400
-        return ((days - self.tau_mean) / self.tau_std).astype(np.float32)
+        return standardized_tau(self.granularity, step, self.tau_mean, self.tau_std)
 
 
 def side_tensors(seq: StepSequences, other_row: np.ndarray | None = None) -> SideTensors:
