@@ -257,7 +257,7 @@ def test_synthetic_recipe_end_to_end(tmp_path, capsys):
 def test_packed_lstm_matches_torch_lstm_values_and_gradients():
     from torch.nn.utils.rnn import pack_sequence
 
-    from rrnx.models.rrn_lstm import packed_lstm
+    from rrnx.models.rrn.lstm import packed_lstm
 
     torch.manual_seed(0)
     for layers, lengths in ((1, (6, 4, 4, 1)), (2, (6, 4, 4, 1)), (1, (1, 1, 1))):  # one step only: a batch of newbies

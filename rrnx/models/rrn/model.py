@@ -10,7 +10,7 @@ before t, each side at its own granularity; validation/test ratings from the sta
 over all training steps. Training (Section 3.4, eq. 8) alternates a user phase (user LSTM and user
 stationary factors learn, item states frozen and cached) and an item phase; Adam for the networks,
 SGD for the stationary factors, which start from a PMF pre-train (Section 4.1).
-Section 4.5's update without re-training is `advance`. Layout and packing: rrn_sequences.py.
+Section 4.5's update without re-training is `advance`. Layout and packing: sequences.py.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import nn
 
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-from rrnx.models.rrn_lstm import packed_lstm
-from rrnx.models.rrn_sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, extended_side, gather,
+from rrnx.models.rrn.lstm import packed_lstm
+from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, extended_side, gather,
                                        length_sorted_batches, pack, permute_rows, ranges, take_rows, ratings_frame_arrays,
                                        row_budget_batches, training_sides)
 
@@ -377,7 +377,7 @@ class RRN(RatingModel):
     def on_train_start(self) -> None:
         keep_freed_memory()
         if not bool(self.stationary_ready):
-            from rrnx.models.rrn_pretrain import pretrain_stationary
+            from rrnx.models.rrn.pretrain import pretrain_stationary
             start = time.perf_counter()
             pretrain_stationary(self, self._attached())
             self.stationary_ready.fill_(True)
