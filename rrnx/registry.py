@@ -35,7 +35,8 @@ def discover(group: str = GROUP) -> dict[str, ModelEntry]:
                               f"and {entry.package} ({entry.target}); uninstall one of them")
         try:
             entry.cls = ep.load()
-        except Exception as exc:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as exc:  # a broken plugin, even one that calls sys.exit(), must not
+            # take the others down
             entry.error = f"{type(exc).__name__}: {exc}"
         found[ep.name] = entry
     return found

@@ -102,3 +102,11 @@ def test_example_plugin_installs_and_trains_by_name(tmp_path):
     assert "deep-autoencoder  rrnx-deepautoencoder 0.1.0" in done.stdout
     assert "deep-autoencoder: best epoch 0" in done.stdout
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_reported_not_fatal(site, capsys):
+    (site / "rrnx_exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    fake_distribution(site, "rrnx-exits", {"exiting-model": "rrnx_exits_on_import:Model"})
+    assert "SystemExit" in registry.discover()["exiting-model"].error
+    assert registry.get_model_class("pmf").__name__ == "PMF"
+    assert "exiting-model" in capsys.readouterr().err

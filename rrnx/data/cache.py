@@ -72,23 +72,41 @@ def _read_cached(cached: Path) -> pd.DataFrame | None:
     except Exception as error:  # any unreadable cache file is only a miss
         warnings.warn(f"ignoring unreadable cache file {cached} ({error}); rebuilding it", stacklevel=3)
         return None
-    if list(table.columns) != list(readers.CANONICAL_COLUMNS):
+    if list(table.columns) != list(readers.CANONICAL_COLUMNS) or not _canonical_types(table):
+        warnings.warn(f"ignoring cache file {cached}: not the canonical columns and types; rebuilding it",
+                      stacklevel=3)
         return None
     return table
 
 
+def _canonical_types(table: pd.DataFrame) -> bool:
+    """user/item int64 or str, rating float32, timestamp int64: what the readers write."""
+    ids_ok = all(table[c].dtype == "int64" or pd.api.types.is_object_dtype(table[c])
+                 or pd.api.types.is_string_dtype(table[c]) for c in ("user", "item"))
+    return ids_ok and table["rating"].dtype == "float32" and table["timestamp"].dtype == "int64"
+
+
 def _write_atomic(table: pd.DataFrame, cached: Path) -> None:
-    """Write next to the final name, then rename: readers see the old file, the new one, or none."""
+    """Write next to the final name, then rename: readers see the old file, the new one, or none.
+    A cache that cannot be written (no space, no permission) costs speed, never the run."""
+    if not write_atomic(cached, lambda temp: table.to_parquet(temp, index=False)):
+        warnings.warn(f"cannot write the parse cache in {cached.parent}; the next run parses the file again",
+                      stacklevel=3)
+
+
+def write_atomic(path: Path, write) -> bool:
+    """`write(temp)` into a temp file next to `path`, then rename it over `path`; False (and nothing
+    left behind) when the file system refuses, e.g. ENOSPC or EACCES, or the writer fails."""
+    temp_name = None
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.stem}.", suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
-    except OSError as error:  # a cache that cannot be written costs speed, not the run
-        warnings.warn(f"cannot write the parse cache in {cached.parent} ({error})", stacklevel=3)
-        return
-    try:
-        table.to_parquet(temp_name, index=False)
-        os.replace(temp_name, cached)
+        write(temp_name)
+        os.replace(temp_name, path)
+        return True
+    except OSError:
+        return False
     finally:
-        if os.path.exists(temp_name):
+        if temp_name is not None and os.path.exists(temp_name):
             os.remove(temp_name)

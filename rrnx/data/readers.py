@@ -33,6 +33,22 @@ CHUNK_BYTES = 32 * 2**20
 MOVIELENS_FILES = ("ratings.csv", "ratings.dat", "u.data")
 MOVIELENS_CSV_HEADER = ["userId", "movieId", "rating", "timestamp"]
 NETFLIX_HEADER = re.compile(rb"^\s*\d+:\s*$")
+EXCERPT_CHARS = 60  # file content quoted in a message is cut to this many printable characters
+# Unix seconds from 1970-01-01 up to 2200-01-01: a rating outside is a unit mistake (milliseconds,
+# microseconds) or a sign error, not a date anyone rated a film on.
+MAX_UNIX_SECONDS = 7_258_118_400
+
+
+def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
+    """A short printable excerpt of file content for a message: bytes decoded leniently, control and
+    non-printable characters escaped, cut to `limit` characters with the length that was left out."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = str(value)
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    if len(shown) > limit:
+        shown = shown[:limit]
+    return shown + (f"... ({len(text):,} characters)" if len(text) > limit else "")
 
 
 @dataclass
@@ -51,7 +67,7 @@ class _Text:
     def line(self, line_index: int) -> str:
         start, end, first = next(chunk for chunk in reversed(self.chunks) if chunk[2] <= line_index)
         lines = self.data[start:end].split(b"\n", line_index - first + 1)
-        return lines[line_index - first].rstrip(b"\r").decode("utf-8", "replace")
+        return excerpt(lines[line_index - first].rstrip(b"\r"))
 
     def fail(self, line_index: int, message: str) -> DataError:
         return DataError(f"{self.where(line_index)}: {message}")
@@ -62,6 +78,9 @@ def _read_text(paths: list[Path]) -> _Text:
     parts, files, line_count = [], [], 0
     for path in paths:
         content = _read_bytes(path)
+        if b"\0" in content:
+            line = content.count(b"\n", 0, content.index(b"\0")) + 1
+            raise DataError(f"{path.name}:{line}: a NUL byte: this is a binary file, not a text ratings file")
         if content and not content.endswith(b"\n"):
             content += b"\n"
         files.append((path, line_count))
@@ -106,11 +125,23 @@ def _parse_chunks(text: _Text, parse_chunk: Callable[[bytes], pd.DataFrame], ski
 def _parse_one(text: _Text, chunk: bytes, first_line: int, parse_chunk, layout: str) -> pd.DataFrame:
     try:
         return parse_chunk(chunk)
+    except UnicodeDecodeError:  # only this chunk's lines are decoded one by one, to name the bad one
+        bad = next(i for i, line in enumerate(chunk.split(b"\n")) if not _is_utf8(line))
+        raise text.fail(first_line + bad, f"not UTF-8 text: '{text.line(first_line + bad)}'; "
+                        "re-encode the file as UTF-8") from None
     except pd.errors.ParserError as error:  # a line with too many fields
         found = re.search(r"in line (\d+)", str(error))
         if not found:
-            raise DataError(f"{text.where(first_line)}: cannot parse: {error}") from None
+            raise DataError(f"{text.where(first_line)}: cannot parse: {excerpt(error, 200)}") from None
         raise _expected_fields(text, first_line + int(found.group(1)) - 1, layout) from None
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _expected_fields(text: _Text, bad: int, layout: str) -> DataError:
@@ -142,7 +173,10 @@ def _ratings(values: pd.Series, where: Callable[[int], DataError], scale) -> pd.
     numbers = pd.to_numeric(values, errors="coerce")
     bad = _first(numbers.isna())
     if bad is not None:
-        raise where(bad, f"rating '{values[bad]}' is not a number")
+        raise where(bad, f"rating '{excerpt(values[bad])}' is not a number")
+    bad = _first(~np.isfinite(numbers))
+    if bad is not None:  # inf passes a missing scale and turns every RMSE into NaN
+        raise where(bad, f"rating {float(numbers[bad])} is not a finite number")
     if scale is not None:
         low, high = scale
         bad = _first((numbers < low) | (numbers > high))
@@ -152,7 +186,19 @@ def _ratings(values: pd.Series, where: Callable[[int], DataError], scale) -> pd.
 
 
 def _unix_seconds(values: pd.Series, where, allow_dates: bool) -> pd.Series:
-    """Unix seconds from numbers, or (when `allow_dates`) from date/datetime strings, naive ones taken as UTC."""
+    """Unix seconds from numbers, or (when `allow_dates`) from date/datetime strings, naive ones taken as UTC;
+    a time before 1970 or after 2200 is an error (milliseconds given for seconds, or a sign error)."""
+    seconds = _any_unix_seconds(values, where, allow_dates)
+    bad = _first((seconds < 0) | (seconds >= MAX_UNIX_SECONDS))
+    if bad is not None:
+        value = int(seconds[bad])
+        hint = ("; it looks like milliseconds: rrnx reads unix seconds" if value >= MAX_UNIX_SECONDS
+                else "; rrnx reads unix seconds from 1970-01-01 on")
+        raise where(bad, f"timestamp {value} is outside 1970-01-01..2200-01-01{hint}")
+    return seconds
+
+
+def _any_unix_seconds(values: pd.Series, where, allow_dates: bool) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         return _datetimes_to_seconds(values)
     numbers = pd.to_numeric(values, errors="coerce")
@@ -162,14 +208,14 @@ def _unix_seconds(values: pd.Series, where, allow_dates: bool) -> pd.Series:
         return np.floor(numbers).astype("int64")
     if not allow_dates:
         bad = _first(numbers.isna())
-        raise where(bad, f"timestamp '{values[bad]}' is not a number of unix seconds")
+        raise where(bad, f"timestamp '{excerpt(values[bad])}' is not a number of unix seconds")
     as_text = values.astype(str)
     dates = pd.to_datetime(as_text, utc=True, errors="coerce", format="ISO8601")
     if dates.isna().any():
         dates = dates.fillna(pd.to_datetime(as_text.where(dates.isna()), utc=True, errors="coerce", format="mixed"))
     bad = _first(dates.isna())
     if bad is not None:
-        raise where(bad, f"timestamp '{values[bad]}' is neither unix seconds nor a date")
+        raise where(bad, f"timestamp '{excerpt(values[bad])}' is neither unix seconds nor a date")
     return _datetimes_to_seconds(dates)
 
 
@@ -191,7 +237,10 @@ def _read_delimited(text: _Text, sep: str, names: list[str], header_lines: int, 
                     quoting: int = csv.QUOTE_NONE) -> pd.DataFrame:
     """One row per line after the header; `::` becomes one byte so that the C engine can split it."""
     wide = len(sep) > 1
-    single = next(c for c in ("\t", "\x1f", "\x1e") if c.encode() not in text.data) if wide else sep
+    single = next((c for c in ("\t", "\x1f", "\x1e") if c.encode() not in text.data), None) if wide else sep
+    if single is None:
+        raise DataError(f"{text.files[0][0].name}: holds the control bytes TAB, 0x1f and 0x1e: "
+                        f"not a '{layout}' text file")
 
     def parse_chunk(chunk: bytes) -> pd.DataFrame:
         if wide:
@@ -241,7 +290,7 @@ def _movietweetings(path: Path, scale, progress) -> pd.DataFrame:
 def _check_header(path: Path, sep: str, expected: list[str]) -> None:
     found = _header(path, sep)
     if found != expected:
-        raise DataError(f"{path.name}:1: expected header '{sep.join(expected)}', got '{sep.join(found)}'")
+        raise DataError(f"{path.name}:1: expected header '{sep.join(expected)}', got '{excerpt(sep.join(found))}'")
 
 
 def _header(path: Path, sep: str) -> list[str]:
@@ -276,7 +325,7 @@ def _mapping(columns: dict | None, found: list[str], path: Path) -> dict[str, st
     mapping = {name: (columns or {}).get(name, name) for name in CANONICAL_COLUMNS}
     missing = [f"{name}->{column!r}" for name, column in mapping.items() if column not in found]
     if missing:
-        raise DataError(f"{path.name}: column(s) {', '.join(missing)} not in the file; its columns are {found}; "
+        raise DataError(f"{path.name}: column(s) {', '.join(missing)} not in the file; its columns are {excerpt(found)}; "
                         f"pass columns={{'user': ..., 'item': ..., 'rating': ..., 'timestamp': ...}}")
     return mapping
 
@@ -288,7 +337,7 @@ def _parquet(path: Path, columns: dict | None, scale) -> pd.DataFrame:
 
         found = pq.read_schema(path).names
     except Exception as error:  # pyarrow raises several types for a file that is not parquet
-        raise DataError(f"{path.name}: not a readable parquet file ({error})") from None
+        raise DataError(f"{path.name}: not a readable parquet file ({excerpt(error, 200)})") from None
     mapping = _mapping(columns, found, path)
     frame = pd.read_parquet(path, columns=list(dict.fromkeys(mapping.values())))
     frame = pd.DataFrame({name: frame[mapping[name]].to_numpy() for name in CANONICAL_COLUMNS})
@@ -362,7 +411,7 @@ def _netflix(path: Path, scale, progress) -> pd.DataFrame:
     dates = pd.to_datetime(ratings["date"], format="%Y-%m-%d", errors="coerce", utc=True)
     bad = _first(dates.isna())
     if bad is not None:
-        raise text.fail(bad, f"date '{ratings['date'][bad]}' is not YYYY-MM-DD")
+        raise text.fail(bad, f"date '{excerpt(ratings['date'][bad])}' is not YYYY-MM-DD")
     return _canonical(ratings["user"], movie, _ratings(ratings["rating"], text.fail, scale),
                       _datetimes_to_seconds(dates))
 
@@ -437,7 +486,7 @@ def detect_format(path) -> str:
         return "movielens"
     if name.endswith((".csv", ".tsv", ".txt")):
         return "csv"
-    raise DataError(f"{path}: cannot tell the format from its name or first line '{first[:80].decode('utf-8', 'replace').rstrip()}'; "
+    raise DataError(f"{path}: cannot tell the format from its name or first line '{excerpt(first.rstrip())}'; "
                     f"pass format= one of {', '.join(FORMATS)}")
 
 

@@ -72,6 +72,7 @@ def time_split(ratings: pd.DataFrame, test_start, train_start=None, test_end=Non
         raise RrnxError(f"data.train_start ({_iso(t_train)}) must be before data.test_start ({_iso(t_test)})")
     if t_end is not None and t_end <= t_test:
         raise RrnxError(f"data.test_end ({_iso(t_end)}) must be after data.test_start ({_iso(t_test)})")
+    ratings, duplicates = keep_last_rating(ratings)
     ts = ratings["timestamp"].to_numpy()
     in_train = ts < t_test
     if t_train is not None:
@@ -101,7 +102,23 @@ def time_split(ratings: pd.DataFrame, test_start, train_start=None, test_end=Non
     frames = {name: _indexed(f, user_ids, item_ids)
               for name, f in (("train", train), ("val", test_all[is_val]), ("test", test_all[~is_val]))}
     summary = _summary(frames, user_ids, item_ids, n_test_raw, t_test, t_end)
+    if duplicates:
+        summary["duplicates_dropped"] = duplicates
     return Split(frames["train"], frames["val"], frames["test"], user_ids, item_ids, summary)
+
+
+def keep_last_rating(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The duplicate policy: a (user, item) pair rated more than once keeps its latest rating (by
+    timestamp, then file order) and the earlier ones are dropped and counted, so the model sees one
+    rating per pair, as in the paper's data, and the sparsity counts pairs."""
+    latest_first = ratings.iloc[::-1]
+    repeated = latest_first.duplicated(["user", "item"], keep="first").to_numpy()
+    if not repeated.any():
+        return ratings, 0
+    order = np.argsort(-latest_first["timestamp"].to_numpy(), kind="stable")  # latest, then last in file
+    keep = ~latest_first.iloc[order].duplicated(["user", "item"], keep="first").to_numpy()
+    kept = latest_first.iloc[order[keep]].sort_index()
+    return kept, int(len(ratings) - len(kept))
 
 
 def _indexed(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
@@ -138,6 +155,9 @@ def format_summary(summary: dict, title: str = "") -> str:
                           f"{summary['test_dropped_unseen']:,} dropped: user or item unseen in train)"),
             ("Train data", summary["train_data"]), ("Test data", summary["test_data"]),
             ("Sparsity", f"{summary['sparsity_pct']:.4f}%")]
+    if summary.get("duplicates_dropped"):
+        rows.append(("Duplicates", f"{summary['duplicates_dropped']:,} earlier ratings of a rated (user, item) "
+                                   "pair dropped; the latest is kept"))
     width = max(len(k) for k, _ in rows)
     lines = [title] if title else []
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rrnx.data.cache import write_atomic
 from rrnx.errors import RecipeError
 
 GENERATOR_VERSION = 1  # recorded in the truth file
@@ -461,17 +461,6 @@ def _cache_key(params: dict) -> tuple[str, dict]:
     return hashlib.sha256(canonical.encode()).hexdigest(), {**full, **kwargs}
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def load_synthetic(params: dict, cache_dir) -> tuple[pd.DataFrame, dict]:
     """Generate (or read from cache) the dataset for params: {"preset": name, ...overrides} or generate() kwargs.
 
@@ -483,8 +472,10 @@ def load_synthetic(params: dict, cache_dir) -> tuple[pd.DataFrame, dict]:
     truth_path = cache_dir / f"synthetic-{key}.truth.json"
     if table_path.exists() and truth_path.exists():
         return pd.read_parquet(table_path), json.loads(truth_path.read_text())
-    cache_dir.mkdir(parents=True, exist_ok=True)
     table, truth = generate(**kwargs)
-    _write_atomic(truth_path, lambda p: Path(p).write_text(json.dumps(truth)))
-    _write_atomic(table_path, lambda p: table.to_parquet(p, index=False))
+    # truth first: a table without its truth is never read; a cache that cannot be written costs speed
+    written = write_atomic(truth_path, lambda p: Path(p).write_text(json.dumps(truth)))
+    if not (written and write_atomic(table_path, lambda p: table.to_parquet(p, index=False))):
+        warnings.warn(f"cannot write the synthetic-data cache in {cache_dir}; the next run generates it again",
+                      stacklevel=2)
     return table, truth
