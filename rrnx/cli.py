@@ -13,6 +13,10 @@ from rrnx.errors import RrnxError
 
 # Commands that take recipe overrides (--section.key=value) after their own options.
 TAKES_OVERRIDES_ATTR = "TAKES_OVERRIDES"
+# Exit codes (docs/reliability.md): 0 done; 1 a bug in rrnx (the only case with a traceback);
+# 2 a refused input (recipe, data, run folder); 3 the system refused (disk full, read-only, no
+# permission); 130 interrupted. Every non-zero exit leaves nothing that a later run would trust.
+EXIT_REFUSED, EXIT_SYSTEM, EXIT_INTERRUPTED = 2, 3, 130
 
 
 def command_modules() -> list:
@@ -50,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args, overrides) or 0)
     except RrnxError as exc:
         print(f"rrnx {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
+    except OSError as exc:  # the file system, not rrnx: one line naming the path and the reason
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rrnx {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_SYSTEM
     except KeyboardInterrupt:
         print(f"rrnx {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def entry() -> None:

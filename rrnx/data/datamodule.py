@@ -46,6 +46,17 @@ class TripleBatches:
                 yield {k: v[idx] for k, v in self.tensors.items()}
 
 
+def _check_settings(batch_size: int, scale: list | None) -> None:
+    """Values whose types are right but whose meaning is not: refused before any data loads."""
+    if batch_size < 1:
+        raise RrnxError(f"data.batch_size: must be at least 1, got {batch_size}")
+    if scale is not None:
+        numbers = list(scale) if isinstance(scale, (list, tuple)) else [scale]
+        if len(numbers) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) \
+                or not numbers[0] < numbers[1]:
+            raise RrnxError(f"data.scale: expected [min, max] with min < max, e.g. [1, 5]; got {scale!r}")
+
+
 class TemporalDataModule(L.LightningDataModule):
     """Loads ratings, splits them strictly by time (paper, Table 1) and buckets them into steps.
 
@@ -69,6 +80,7 @@ class TemporalDataModule(L.LightningDataModule):
                  seed: int = 0, batch_size: int = 4096, cache_dir: str | None = None):
         super().__init__()
         self.save_hyperparameters()
+        _check_settings(batch_size, scale)
         self.split: Split | None = None
         self.truth: dict | None = None
 
