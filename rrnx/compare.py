@@ -133,19 +133,20 @@ def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir:
 def run_model(recipe: dict, run_dir: Path, quiet: bool) -> dict:
     """fit() into run_dir; reuses a finished run of the identical recipe, resumes an unfinished one."""
     from rrnx.recipe import load_recipe, normalize
-    from rrnx.run import INCOMPLETE, fit, load_run
+    from rrnx.run import fit, load_run
+    from rrnx.rundir import RunDir
 
-    if (run_dir / "metrics.json").is_file() and not (run_dir / INCOMPLETE).exists():
+    run = RunDir(run_dir)
+    if run.is_finished():
         recorded, metrics = load_run(run_dir)
         if recorded == normalize(recipe):
             print(f"  reusing the finished run in {run_dir}")
             return metrics
         raise RrnxError(f"{run_dir}: holds a finished run of a different recipe; choose another --out "
                         f"or remove that directory")
-    if (run_dir / INCOMPLETE).exists() and (run_dir / "checkpoints" / "last.ckpt").is_file():
-        if load_recipe(run_dir / "recipe.yaml") == normalize(recipe):
-            print(f"  resuming the unfinished run in {run_dir}")
-            return fit({}, run_dir, resume=True, quiet=quiet)
+    if run.is_run() and load_recipe(run.file(RunDir.RECIPE)) == normalize(recipe):
+        print(f"  resuming the unfinished run in {run_dir}")  # from its last checkpoint, or restarting it
+        return fit({}, run_dir, resume=True, quiet=quiet)
     return fit(recipe, run_dir, quiet=quiet)
 
 

@@ -1,17 +1,16 @@
 """`rrnx fit` / `rrnx test`: one recipe -> one run directory.
 
-A run directory holds: recipe.yaml (resolved), split.json (Table 1 summary), manifest.json
-(data fingerprint and settings), metrics.json (per-epoch validation RMSE, best epoch, val/test
-RMSE at the best epoch, parameters, size), predictions.parquet (the test half), and
-checkpoints/ (best.ckpt, last.ckpt). A run that has not finished carries the file INCOMPLETE,
-and nothing downstream (`rrnx test`, reports, compare) trusts it.
+A run directory (rrnx.rundir.RunDir owns its layout, lock and lifecycle) holds: recipe.yaml
+(resolved), split.json (Table 1 summary), manifest.json (data fingerprint and settings),
+metrics.json (per-epoch validation RMSE, best epoch, val/test RMSE at the best epoch, parameters,
+size), predictions.parquet (the test half), and checkpoints/ (best.ckpt, last.ckpt). A run that has
+not finished carries the file INCOMPLETE, and nothing downstream (`rrnx test`, reports, compare)
+trusts it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +19,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
@@ -28,19 +27,29 @@ from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import TEST_RMSE, VAL_RMSE
 from rrnx.recipe import check_recipe, dump_recipe, load_recipe
+from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
 
-INCOMPLETE = "INCOMPLETE"
+INCOMPLETE = RunDir.INCOMPLETE
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
                     "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
 
 
 class EpochHistory(Callback):
-    """Records every scalar metric after each validation epoch; saved in checkpoints so a
-    resumed run keeps the epochs it had finished."""
+    """Records every scalar metric after each validation epoch, and the training time; saved in
+    checkpoints so a resumed run keeps the epochs it had finished and the seconds they took."""
 
     def __init__(self) -> None:
         self.epochs: list[dict] = []
         self._start = time.perf_counter()
+        self._fit_start = time.perf_counter()
+        self._seconds_before = 0.0  # training time of the processes before a resume
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Seconds spent in fit, over every process of the run (resumes included)."""
+        return self._seconds_before + time.perf_counter() - self._fit_start
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
@@ -53,10 +62,12 @@ class EpochHistory(Callback):
         self.epochs = [e for e in self.epochs if e["epoch"] != row["epoch"]] + [row]
 
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs}
+        return {"epochs": self.epochs, "train_seconds": self.train_seconds()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.epochs = list(state_dict.get("epochs", []))
+        self._seconds_before = float(state_dict.get("train_seconds", 0.0))
+        self._fit_start = time.perf_counter()
 
 
 def build_datamodule(recipe: dict) -> TemporalDataModule:
@@ -69,10 +80,24 @@ def build_model(cls: type, recipe: dict, data: TemporalDataModule):
     kwargs = {k: v for k, v in recipe["model"].items() if k != "name"}
     try:
         model = cls(n_users=data.n_users, n_items=data.n_items, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise RrnxError(f"model {recipe['model']['name']!r}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch refusing a negative size
+        raise RrnxError(f"model {recipe['model']['name']!r}: {exc}; check the model.* values") from None
+    if model.num_parameters() == 0:
+        raise RrnxError(f"model {recipe['model']['name']!r}: these settings give a model with no parameters "
+                        f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}); sizes such as model.dim must be at least 1")
     model.set_data_stats(data.rating_range, data.rating_mean)
     return model
+
+
+def check_trainer(trainer_cfg: dict) -> None:
+    """Builds a throwaway Trainer so that settings this machine cannot honour (accelerator: gpu with
+    no GPU, devices: 4 on one) are one line before any data loads or file is written."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        L.Trainer(**{**trainer_cfg, "logger": False, "enable_checkpointing": False})
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
+        raise RrnxError(f"trainer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def default_run_dir(recipe: dict) -> Path:
@@ -81,68 +106,100 @@ def default_run_dir(recipe: dict) -> Path:
 
 
 def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
-        callbacks: list | None = None) -> dict:
+        callbacks: list | None = None, overwrite: bool = False, allow_data_change: bool = False) -> dict:
     """Trains the recipe's model; returns metrics.json's content. `callbacks` are extra Lightning
-    callbacks (sweeps add their pruning callback here)."""
+    callbacks (sweeps add their pruning callback here). The run folder is locked for the whole run,
+    before any data loads (docs/reliability.md)."""
     quiet_lightning()
-    cls = check_recipe(recipe) if not resume else None
-    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    say = (lambda *a: None) if quiet else print
+    run = RunDir(run_dir if run_dir else default_run_dir(recipe))
+    with run.lock():
+        recipe, resume = claim(run, recipe, resume, overwrite, say)
+        return _fit_locked(run, recipe, resume, say, callbacks or [], allow_data_change)
+
+
+def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tuple[dict, bool]:
+    """The recipe to train and whether to continue from last.ckpt, from what the folder holds and
+    what was asked; a folder that cannot serve the request is one line saying what would."""
     if resume:
-        if not last_ckpt.is_file():
-            raise RrnxError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-        recipe = load_recipe(run_dir / "recipe.yaml")
-        cls = check_recipe(recipe)
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise RrnxError(f"{run_dir}: run directory exists and is not empty; choose another --run-dir or pass --resume")
+        if not run.is_run():
+            raise RrnxError(f"{run}: nothing to resume (no {RunDir.RECIPE}: not a run directory)")
+        recipe = load_recipe(run.file(RunDir.RECIPE))
+        if run.has_checkpoint():
+            return recipe, True
+        say(f"{run}: the run stopped before its first checkpoint; restarting it from the start "
+            f"with its recorded recipe")
+        run.clear()
+        return recipe, False
+    if not run.contents():
+        return recipe, False
+    if overwrite:
+        if not run.is_run() and not run.file(RunDir.INCOMPLETE).exists():
+            raise RrnxError(f"{run}: --overwrite replaces run directories only, and this is not one "
+                            f"(no {RunDir.RECIPE}); choose another --run-dir")
+        say(f"{run}: replacing the run it held (--overwrite)")
+        run.clear()
+        return recipe, False
+    if run.is_finished():
+        raise RrnxError(f"{run}: holds a finished run; choose another --run-dir, or pass --overwrite to replace it")
+    if run.is_run() and run.has_checkpoint():
+        raise RrnxError(f"{run}: holds an unfinished run; `rrnx fit --resume {run}` continues it from its last "
+                        f"checkpoint, --overwrite replaces it with this recipe")
+    if run.is_run() or run.file(RunDir.INCOMPLETE).exists():
+        raise RrnxError(f"{run}: holds a run that stopped before its first checkpoint; `rrnx fit --resume {run}` "
+                        f"restarts it with its recorded recipe, --overwrite replaces it with this recipe")
+    raise RrnxError(f"{run}: run directory exists and is not empty; choose another --run-dir")
+
+
+def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, allow_data_change: bool) -> dict:
+    cls = check_recipe(recipe)
     trainer_cfg = {**TRAINER_DEFAULTS, **recipe["trainer"]}
     seed = trainer_cfg.pop("seed", 0)
     if trainer_cfg.get("num_threads"):
         torch.set_num_threads(int(trainer_cfg["num_threads"]))
     trainer_cfg.pop("num_threads", None)
+    check_trainer(trainer_cfg)
     L.seed_everything(seed, workers=True, verbose=False)
 
     data = build_datamodule(recipe)  # user errors in the data surface here, before any file is written
-    say = (lambda *a: None) if quiet else print
+    if resume:
+        run.check_data(data_fingerprint(data), data.split.summary, allow_data_change)
     say(format_summary(data.split.summary, f"Split ({recipe['model']['name']}):"))
     model = build_model(cls, recipe, data)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / INCOMPLETE).write_text("this run has not finished; do not trust its files\n")
-    (run_dir / "metrics.json").unlink(missing_ok=True)
-    dump_recipe(recipe, run_dir / "recipe.yaml", f"# resolved recipe; rerun with: rrnx fit {run_dir}/recipe.yaml")
-    write_json(run_dir / "split.json", data.split.summary)
-    write_json(run_dir / "manifest.json", manifest(recipe, data))
+    run.begin()
+    dump_recipe(recipe, run.file(RunDir.RECIPE), f"# resolved recipe; rerun with: rrnx fit {run}/{RunDir.RECIPE}")
+    run.write_json(RunDir.SPLIT, data.split.summary)
+    run.write_json(RunDir.MANIFEST, manifest(recipe, data))
     if data.truth is not None:
-        write_json(run_dir / "truth.json", data.truth)
+        run.write_json(RunDir.TRUTH, data.truth)
 
-    logger = make_logger(recipe["logger"], run_dir, run_dir.name, recipe)
+    logger = make_logger(recipe["logger"], run.path, run.path.name, recipe)
     if logger:
         logger.log_hyperparams({"split": data.split.summary, "params": model.num_parameters()})
     history = EpochHistory()
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=VAL_RMSE, mode="min",
-                           enable_version_counter=False)
+    best = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.BEST, monitor=VAL_RMSE, mode="min",
+                         enable_version_counter=False)
     # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
-    trainer = L.Trainer(default_root_dir=str(run_dir), logger=logger,
-                        callbacks=[history, best, last, *(callbacks or [])], **trainer_cfg)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=str(last_ckpt) if resume else None)
-    train_seconds = time.perf_counter() - start
+    last = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.LAST, enable_version_counter=False)
+    trainer = L.Trainer(default_root_dir=str(run.path), logger=logger, plugins=[AtomicCheckpointIO()],
+                        callbacks=[history, best, last, *callbacks], **trainer_cfg)
+    trainer.fit(model, datamodule=data, ckpt_path=str(run.checkpoint("last")) if resume else None)
     if not best.best_model_path:
-        raise RrnxError(f"{run_dir}: training produced no checkpoint (no validation epoch ran)")
+        raise RrnxError(f"{run}: training produced no checkpoint (no validation epoch ran)")
 
-    epochs = list(history.epochs)  # testing best.ckpt restores the callbacks' state as of the best epoch
+    # testing best.ckpt restores the callbacks' state as of the best epoch: read the history first
+    epochs, train_seconds = list(history.epochs), history.train_seconds()
     test_rmse = evaluate(trainer, model, data, best.best_model_path)
-    predictions(trainer, model, data, best.best_model_path).to_parquet(run_dir / "predictions.parquet", index=False)
-    metrics = summarize(epochs, test_rmse, model, train_seconds, recipe, run_dir)
-    write_json(run_dir / "metrics.json", metrics)
+    frame = predictions(trainer, model, data, best.best_model_path)
+    replace_atomically(run.file(RunDir.PREDICTIONS), lambda temp: frame.to_parquet(temp, index=False))
+    metrics = summarize(epochs, test_rmse, model, train_seconds, recipe)
     log_summary(logger, {k: v for k, v in metrics.items() if k != "epochs"})
     finish(logger)
-    (run_dir / INCOMPLETE).unlink()
+    run.finish(metrics)
     say(f"{recipe['model']['name']}: best epoch {metrics['best_epoch']}  val RMSE {metrics['val_rmse']:.4f}  "
         f"test RMSE {metrics['test_rmse']:.4f}  ({metrics['params']:,} parameters, {metrics['size_bytes']:,} bytes)")
-    say(f"run directory: {run_dir}")
+    say(f"run directory: {run}")
     return metrics
 
 
@@ -160,54 +217,51 @@ def predictions(trainer, model, data, ckpt_path, split: str = "test") -> pd.Data
                          "prediction": torch.cat(batches).numpy().astype(np.float32)})
 
 
-def summarize(epochs: list[dict], test_rmse: float, model, train_seconds: float, recipe: dict, run_dir: Path) -> dict:
+def summarize(epochs: list[dict], test_rmse: float, model, train_seconds: float, recipe: dict) -> dict:
     scored = [e for e in epochs if VAL_RMSE in e]
     best = min(scored, key=lambda e: e[VAL_RMSE])
     return {"model": recipe["model"]["name"], "best_epoch": best["epoch"], "val_rmse": best[VAL_RMSE],
             "test_rmse": test_rmse, "params": model.num_parameters(), "size_bytes": model.size_bytes(),
-            "train_seconds": train_seconds, "epochs": epochs, "checkpoint": str(run_dir / "checkpoints" / "best.ckpt")}
+            "train_seconds": train_seconds, "epochs": epochs,
+            "checkpoint": f"{RunDir.CHECKPOINTS}/{RunDir.BEST}.ckpt"}  # relative to the run folder
+
+
+def data_fingerprint(data: TemporalDataModule) -> dict:
+    """A short hash of each half's (user, item, rating, timestamp) rows: equal halves, equal hashes."""
+    return {name: hashlib.sha256(pd.util.hash_pandas_object(
+        data.split.frame(name)[["user", "item", "rating", "timestamp"]], index=False).to_numpy().tobytes()
+    ).hexdigest()[:16] for name in ("train", "val", "test")}
 
 
 def manifest(recipe: dict, data: TemporalDataModule) -> dict:
-    fingerprint = {name: hashlib.sha256(pd.util.hash_pandas_object(
-        data.split.frame(name)[["user", "item", "rating", "timestamp"]], index=False).to_numpy().tobytes()
-    ).hexdigest()[:16] for name in ("train", "val", "test")}
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": recipe["data"],
-            "data_fingerprint": fingerprint, "rating_range": list(data.rating_range),
+            "data_fingerprint": data_fingerprint(data), "rating_range": list(data.rating_range),
             "rrnx_version": __import__("rrnx").__version__, "torch": torch.__version__, "lightning": L.__version__}
-
-
-def write_json(path: Path, content) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=str))
-    tmp.replace(path)
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict]:
     """A finished run's recipe and metrics; refuses unfinished runs."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise RrnxError(f"{run_dir}: not a run directory (no recipe.yaml)")
-    if (run_dir / INCOMPLETE).exists() or not (run_dir / "metrics.json").is_file():
-        raise RrnxError(f"{run_dir}: this run did not finish; resume it with `rrnx fit --resume {run_dir}`")
-    return load_recipe(run_dir / "recipe.yaml"), json.loads((run_dir / "metrics.json").read_text())
+    run = RunDir(run_dir)
+    run.require_finished()
+    return load_recipe(run.file(RunDir.RECIPE)), run.read_json(RunDir.METRICS)
 
 
-def load_trained(run_dir: Path):
-    """(recipe, metrics, data, model) of a finished run, the model at its best checkpoint."""
+def load_trained(run_dir: Path, allow_data_change: bool = False):
+    """(recipe, metrics, data, model) of a finished run, the model at its best checkpoint, after
+    checking that the data is still what the run was trained on."""
     recipe, metrics = load_run(run_dir)
     cls = check_recipe(recipe)
+    run = RunDir(run_dir)
+    model = run.load_model(cls)  # a damaged checkpoint is refused before the data loads
     data = build_datamodule(recipe)
-    ckpt = Path(run_dir) / "checkpoints" / "best.ckpt"
-    model = cls.load_from_checkpoint(str(ckpt), map_location="cpu")
-    model.eval()
+    run.check_data(data_fingerprint(data), data.split.summary, allow_data_change)
     return recipe, metrics, data, model
 
 
-def test(run_dir: Path, quiet: bool = False) -> float:
+def test(run_dir: Path, quiet: bool = False, allow_data_change: bool = False) -> float:
     """Re-evaluates a finished run's best checkpoint on its test half."""
     quiet_lightning()
-    recipe, metrics, data, model = load_trained(run_dir)
+    recipe, metrics, data, model = load_trained(run_dir, allow_data_change)
     trainer = L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=not quiet,
                         enable_model_summary=False)
     rmse = evaluate(trainer, model, data, None)
@@ -216,7 +270,3 @@ def test(run_dir: Path, quiet: bool = False) -> float:
         print(f"{recipe['model']['name']}: test RMSE {rmse:.4f} (recorded at fit time: {metrics['test_rmse']:.4f})")
     return rmse
 
-
-def remove_run_dir(run_dir: Path) -> None:
-    if run_dir.exists():
-        shutil.rmtree(run_dir)

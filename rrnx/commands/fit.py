@@ -1,6 +1,8 @@
-"""rrnx fit RECIPE [--run-dir DIR] [--resume RUN_DIR] [--section.key=value ...]"""
+"""rrnx fit RECIPE [--run-dir DIR] [--overwrite] [--resume RUN_DIR] [--allow-data-change] [--section.key=value ...]"""
 
 from pathlib import Path
+
+from rrnx.commands import ALLOW_DATA_CHANGE_HELP
 
 NAME = "fit"
 HELP = "train the recipe's model and write its run directory"
@@ -11,7 +13,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("recipe", nargs="?", help="recipe YAML (e.g. recipes/synthetic.yaml)")
     parser.add_argument("--run-dir", type=Path, help="where to write the run (default runs/MODEL-TIMESTAMP)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue a killed run from its last finished epoch")
+                        help="continue a killed run from its last finished epoch (one killed before its first "
+                             "checkpoint restarts from the start with its recorded recipe)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run that --run-dir holds (finished or not) with this recipe's")
+    parser.add_argument("--allow-data-change", action="store_true", help=f"with --resume: {ALLOW_DATA_CHANGE_HELP}")
     parser.epilog = "Override any recipe value with --section.key=value, e.g. --model.name=pmf --trainer.max_epochs=3"
 
 
@@ -21,12 +27,13 @@ def run(args, overrides) -> int:
     from rrnx.run import fit
 
     if args.resume:
-        if overrides or args.recipe:
-            raise RrnxError("--resume continues a run exactly as it was recorded; give no recipe or overrides")
-        fit({}, args.resume, resume=True)
+        if overrides or args.recipe or args.overwrite:
+            raise RrnxError("--resume continues a run exactly as it was recorded; give no recipe, overrides "
+                            "or --overwrite")
+        fit({}, args.resume, resume=True, allow_data_change=args.allow_data_change)
         return 0
     if not args.recipe:
         raise RrnxError("a recipe is required, e.g. rrnx fit recipes/synthetic.yaml")
     recipe = apply_overrides(load_recipe(args.recipe), overrides)
-    fit(recipe, args.run_dir)
+    fit(recipe, args.run_dir, overwrite=args.overwrite)
     return 0

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rrnx.commands import ALLOW_DATA_CHANGE_HELP
+
 NAME = "predict"
 HELP = "a user's predicted ratings (for --item IDs, or the top N items not rated in training) at a date"
 
@@ -14,6 +16,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--item", nargs="+", help="original item ids to predict (default: top N unrated items)")
     parser.add_argument("--at", help="date of the prediction, e.g. 2005-12-15 (default: the end of training)")
     parser.add_argument("--top", type=int, default=10, help="how many items without --item (default 10)")
+    parser.add_argument("--allow-data-change", action="store_true", help=ALLOW_DATA_CHANGE_HELP)
 
 
 def to_index(ids: np.ndarray, values, what: str) -> tuple[np.ndarray, list]:
@@ -48,12 +51,16 @@ def run(args, overrides) -> int:
     from rrnx.run import load_trained
 
     quiet_lightning()
-    recipe, _, data, model = load_trained(args.run_dir)
+    recipe, _, data, model = load_trained(args.run_dir, args.allow_data_change)
     split = data.split
     user, unknown = to_index(split.user_ids, [args.user], "user")
     if unknown:
         raise RrnxError(f"--user {args.user}: no such user in the training data of {args.run_dir}")
     at = to_timestamp(args.at, "at") if args.at else to_timestamp(data.hparams.test_start, "test_start")
+    first = int(split.train["timestamp"].min())
+    if at < first:  # no state exists before the first training step: the answer would be made up
+        raise RrnxError(f"--at {args.at}: before the training data begins "
+                        f"({pd.Timestamp(first, unit='s', tz='UTC'):%Y-%m-%d}); predict at a later date")
     train = split.train
     rated = np.unique(train.loc[train["user_idx"] == user[0], "item_idx"].to_numpy())
     if args.item:

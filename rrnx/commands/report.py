@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from rrnx.commands import ALLOW_DATA_CHANGE_HELP
+
 NAME = "report"
 HELP = "the paper's analyses (Figs. 1, 5-11, Table 3) of finished runs: an HTML page, PNGs, W&B"
 
@@ -29,6 +31,7 @@ def add_arguments(parser) -> None:
                         help="ratings an item needs in the second test step (Fig. 11; footnote 3: 100 on Netflix)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sample")
     parser.add_argument("--dpi", type=int, default=100, help="resolution of the PNG figures")
+    parser.add_argument("--allow-data-change", action="store_true", help=ALLOW_DATA_CHANGE_HELP)
 
 
 def run(args, overrides) -> int:
@@ -57,5 +60,6 @@ def run(args, overrides) -> int:
                             min_period_ratings=args.min_period_ratings, min_test_ratings=args.min_test_ratings,
                             seed=args.seed, dpi=args.dpi)
     command = "rrnx " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else "rrnx report"
-    write_report(args.run_dirs, args.out, options, use_wandb=not args.no_wandb, only=only, command=command)
+    write_report(args.run_dirs, args.out, options, use_wandb=not args.no_wandb, only=only, command=command,
+                 allow_data_change=args.allow_data_change)
     return 0

@@ -2,16 +2,19 @@
 
 from pathlib import Path
 
+from rrnx.commands import ALLOW_DATA_CHANGE_HELP
+
 NAME = "test"
 HELP = "re-evaluate a finished run's best checkpoint on its test half"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--allow-data-change", action="store_true", help=ALLOW_DATA_CHANGE_HELP)
 
 
 def run(args, overrides) -> int:
     from rrnx.run import test
 
-    test(args.run_dir)
+    test(args.run_dir, allow_data_change=args.allow_data_change)
     return 0

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rrnx.commands import ALLOW_DATA_CHANGE_HELP
+
 NAME = "update"
 HELP = "advance a trained RRN's states with newly observed ratings (no re-training) and predict what follows"
 
@@ -17,6 +19,7 @@ def add_arguments(parser) -> None:
                                         "with the states before and after the update")
     parser.add_argument("--out", type=Path, help="write the scored predictions (with --until) or the advanced "
                                                  "dynamic states of the users and items touched (without) as parquet")
+    parser.add_argument("--allow-data-change", action="store_true", help=ALLOW_DATA_CHANGE_HELP)
 
 
 def known_ratings(frame, split, say):
@@ -49,7 +52,7 @@ def run(args, overrides) -> int:
     from rrnx.run import load_trained
 
     quiet_lightning()
-    recipe, _, data, model = load_trained(args.run_dir)
+    recipe, _, data, model = load_trained(args.run_dir, args.allow_data_change)
     if not hasattr(model, "advance"):
         raise RrnxError(f"{args.run_dir}: model {recipe['model']['name']!r} has no states to update; "
                         "only RRN learns a transition function (Section 4.5)")
@@ -84,7 +87,9 @@ def run(args, overrides) -> int:
     else:
         out = touched_states(model, data, fed)
     if args.out:
-        out.to_parquet(args.out, index=False)
+        from rrnx.rundir import replace_atomically
+
+        replace_atomically(args.out, lambda temp: out.to_parquet(temp, index=False))
         print(f"wrote {len(out):,} rows to {args.out}")
     return 0
 

@@ -68,12 +68,15 @@ def save_files(outcome: Outcome, out: Path, dpi: int) -> None:
 
 
 def write_report(run_dirs: list[Path], out: Path, options: ReportOptions | None = None, use_wandb: bool = True,
-                 only: list[str] | None = None, command: str = "rrnx report", say=print) -> Path:
+                 only: list[str] | None = None, command: str = "rrnx report", say=print,
+                 allow_data_change: bool = False) -> Path:
     """Loads the runs, runs the analyses, writes out/index.html (and logs to W&B); returns the page."""
     from rrnx.report.html import write_page
 
     options = options or ReportOptions()
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, allow_data_change)
+    for run in runs:  # every run's data against its fingerprint before any figure is drawn (runs share loads)
+        run.data
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say(f"rrnx report: {len(runs)} run(s) -> {out}")

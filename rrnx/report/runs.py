@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from rrnx.errors import RrnxError
-from rrnx.run import INCOMPLETE, build_datamodule, load_run
+from rrnx.run import build_datamodule, data_fingerprint, load_run
+from rrnx.rundir import RunDir
 
 
 @dataclass
@@ -26,7 +27,9 @@ class ReportRun:
     manifest: dict
     truth: dict | None
     data_cache: dict = field(default_factory=dict, repr=False)
+    allow_data_change: bool = False
     _model: object = field(default=None, repr=False)
+    _data_checked: bool = field(default=False, repr=False)
 
     @property
     def model_name(self) -> str:
@@ -52,22 +55,21 @@ class ReportRun:
         key = json.dumps(self.recipe["data"], sort_keys=True, default=str)
         if key not in self.data_cache:
             self.data_cache[key] = build_datamodule(self.recipe)
-        return self.data_cache[key]
+        data = self.data_cache[key]
+        if not self._data_checked:  # each run against its own manifest, even when runs share the data
+            RunDir(self.run_dir).check_data(data_fingerprint(data), data.split.summary, self.allow_data_change)
+            self._data_checked = True
+        return data
 
     @property
     def model(self):
         if self._model is None:
             from rrnx.recipe import check_recipe
-            cls = check_recipe(self.recipe)
-            ckpt = self.run_dir / "checkpoints" / "best.ckpt"
-            if not ckpt.is_file():
-                raise RrnxError(f"{self.run_dir}: no checkpoints/best.ckpt to load the model from")
-            self._model = cls.load_from_checkpoint(str(ckpt), map_location="cpu")
-            self._model.eval()
+            self._model = RunDir(self.run_dir).load_model(check_recipe(self.recipe))
         return self._model
 
     def predictions(self) -> pd.DataFrame:
-        path = self.run_dir / "predictions.parquet"
+        path = self.run_dir / RunDir.PREDICTIONS
         if not path.is_file():
             raise RrnxError(f"{self.run_dir}: no predictions.parquet (re-run `rrnx fit` to write it)")
         return pd.read_parquet(path)
@@ -78,11 +80,10 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
     finished trials (trials/*); anything else is a user error naming the path."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "recipe.yaml").is_file():
+        if RunDir(path).is_run():
             found.append(path)
         elif (path / "trials").is_dir():
-            trials = [t for t in sorted((path / "trials").iterdir())
-                      if (t / "metrics.json").is_file() and not (t / INCOMPLETE).exists()]
+            trials = [t for t in sorted((path / "trials").iterdir()) if RunDir(t).is_finished()]
             if not trials:
                 raise RrnxError(f"{path}: a sweep folder with no finished trial under trials/")
             found.extend(trials)
@@ -94,17 +95,18 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
-def load_runs(paths: list[Path]) -> list[ReportRun]:
-    """Every given run (sweeps expanded), sharing one data cache."""
+def load_runs(paths: list[Path], allow_data_change: bool = False) -> list[ReportRun]:
+    """Every given run (sweeps expanded), sharing one data cache; each run's data is checked against
+    its recorded fingerprint when first used."""
     if not paths:
         raise RrnxError("give at least one run directory, e.g. rrnx report runs/rrn-... runs/pmf-...")
     cache: dict = {}
     runs = []
     for run_dir in expand_run_dirs(paths):
         recipe, metrics = load_run(run_dir)
-        manifest = _read_json(run_dir / "manifest.json") or {}
-        truth = _read_json(run_dir / "truth.json")
-        runs.append(ReportRun(run_dir, recipe, metrics, manifest, truth, cache))
+        manifest = _read_json(run_dir / RunDir.MANIFEST) or {}
+        truth = _read_json(run_dir / RunDir.TRUTH)
+        runs.append(ReportRun(run_dir, recipe, metrics, manifest, truth, cache, allow_data_change))
     return runs
 
 

@@ -61,7 +61,7 @@ def load_pmf_run(run_dir: Path, data, dim: int) -> PMF:
     if recorded != current:
         raise RrnxError(f"model.pmf_run: {run_dir} was trained on other training ratings (fingerprint {recorded} "
                         f"vs {current}); train PMF on this recipe's data and split first")
-    pmf = PMF.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
+    pmf = PMF.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu", weights_only=True)
     found = tuple(pmf.user_factors.weight.shape), tuple(pmf.item_factors.weight.shape)
     wanted = (data.n_users, dim), (data.n_items, dim)
     if found != wanted:

@@ -1,0 +1,60 @@
+"""Bad values on the command line and in recipes (issue 13, defect 8): each is one line on stderr
+and exit 2, refused before a run folder is written; never a traceback or a run that trains on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import tiny_csv_recipe
+from rrnx.cli import EXIT_REFUSED, EXIT_SYSTEM, main
+from rrnx.rundir import RunDir
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--model.dim=-3", "negative dimension"),
+    ("--model.dim=0", "no parameters"),
+    ("--model.lr=abc", "model.lr: expected float, got 'abc'"),
+    ("--model.center=1", "model.center: expected bool"),
+    ("--trainer.max_epochs=abc", "trainer.max_epochs: expected int or null"),
+    ("--trainer.seed=abc", "trainer.seed: expected int"),
+    ("--trainer.num_threads=-2", "trainer.num_threads: must be at least 1"),
+    ("--data.batch_size=0", "data.batch_size: must be at least 1"),
+    ("--data.scale=[1]", "data.scale: expected [min, max]"),
+    ("--data.scale=[5, 1]", "data.scale: expected [min, max]"),
+    ("--trainer.accelerator=gpu", "trainer: "),
+])
+def test_a_bad_value_is_one_line_and_writes_no_run(tmp_path, capsys, override, message):
+    if override == "--trainer.accelerator=gpu":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    run_dir = tmp_path / "run"
+    assert main(["fit", str(tiny_csv_recipe(tmp_path)), "--run-dir", str(run_dir), override]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not RunDir(run_dir).is_run()  # nothing written that a later run would trust
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finished")
+    run_dir = folder / "run"
+    assert main(["fit", str(tiny_csv_recipe(folder)), "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_predict_before_the_training_data_is_refused(finished, capsys):
+    assert main(["predict", str(finished), "--user", "3", "--at", "2009-06-01"]) == EXIT_REFUSED
+    assert "before the training data begins (2010-01-01)" in capsys.readouterr().err
+    assert main(["predict", str(finished), "--user", "3", "--at", "2010-02-01"]) == 0
+
+
+def test_an_os_error_is_one_line_with_the_path_and_exit_3(monkeypatch, capsys):
+    import rrnx.commands.models as models
+
+    def read_only(args, overrides):
+        raise OSError(30, "Read-only file system", "/somewhere/out.parquet")
+
+    monkeypatch.setattr(models, "run", read_only)
+    assert main(["models"]) == EXIT_SYSTEM
+    assert capsys.readouterr().err.strip() == "rrnx models: error: /somewhere/out.parquet: Read-only file system"
