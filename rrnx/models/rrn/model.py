@@ -176,7 +176,6 @@ class RRN(RRNStates, RatingModel):
             self.register_buffer("train_mean", torch.zeros(()))  # centres the step statistics' mean rating
         self._data = None
         self._sides: dict[str, SideTensors] = {}
-        self._version = {side: 0 for side in SIDES}  # optimizer steps taken per side: cache keys
         self._state_cache: dict = {}
         self._advanced: dict | None = None  # set by advance(): extended sequences and final states
         self._phase_seconds = {side: 0.0 for side in SIDES}
@@ -280,7 +279,10 @@ class RRN(RRNStates, RatingModel):
     # ------------------------------------------------------------------ evaluation (states and predict_at: states.py)
     @torch.no_grad()
     def predict_ratings(self, batch: dict) -> torch.Tensor:
-        """Validation/test ratings from the final extrapolated states (Section 3.3), (B,)."""
+        """Validation/test ratings from the final extrapolated states (Section 3.3), (B,); after advance(),
+        causal in the batch's timestamps (states.py) when it has them."""
+        if self._advanced is not None and "timestamp" in batch:
+            return self._scores_at(batch["user"], batch["item"], batch["timestamp"])
         user_final, item_final = self._final_states()
         users, items = batch["user"], batch["item"]
         return self._dynamic_score(user_final[users], item_final[items]) + self._stationary_score(users, items)
@@ -329,7 +331,6 @@ class RRN(RRNStates, RatingModel):
         self.manual_backward(mse + reg)
         net_opt.step()
         stationary_opt.step()
-        self._version[side] += 1
         self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(pred))
         self._phase_seconds[side] += time.perf_counter() - start
 

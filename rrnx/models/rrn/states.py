@@ -3,7 +3,7 @@ the update without re-training (Section 4.5, `advance`).
 
 RRNStates is a mixin of RRN (model.py); it uses the model's networks (`_net`, `_hidden`,
 `_factors`), its hyperparameters and the attached training data (`_sides`, `_test_start`), and
-keeps `_state_cache` (per side: the optimizer-step version it was computed at, the state before
+keeps `_state_cache` (per side: the version of the weights it was computed from, the state before
 each training row, the final states) and `_advanced` (what advance() fed).
 """
 
@@ -40,11 +40,20 @@ class RRNStates:
                 after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
             return after, local_start
 
+    def _weights_version(self, side: str) -> tuple:
+        """What one side's states are computed from besides the data: its network, factors and biases and
+        the model's own buffers, each as (object, storage, in-place version). Every in-place change bumps
+        a tensor's version: an optimizer step, load_state_dict, an edit under no_grad; so the cache follows
+        any change of the weights, not only the optimizer steps of training_step."""
+        tensors = [*self._net(side).parameters(), *self._stationary_params(side), *self.buffers(recurse=False)]
+        return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
     def _cached_states(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(state before each training row (n_active, D), final state (n_entities, D)) of one side,
-        recomputed only when that side's parameters changed."""
+        recomputed only when the weights it depends on changed."""
         cached = self._state_cache.get(side)
-        if cached is not None and cached[0] == self._version[side]:
+        version = self._weights_version(side)
+        if cached is not None and cached[0] == version:
             return cached[1], cached[2]
         seqs = self._sides[side]
         after, _ = self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))  # (n_active, D)
@@ -54,7 +63,7 @@ class RRNStates:
             before[1:] = after[:-1]
             before[first] = self._net(side).project.bias  # ... or the initial state for a first row
         final = take_rows(after, seqs.offsets[1:] - 1)  # (n_entities, D)
-        self._state_cache[side] = (self._version[side], before, final)
+        self._state_cache[side] = (version, before, final)
         return before, final
 
     def _final_states(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,8 +75,13 @@ class RRNStates:
     @torch.no_grad()
     def predict_at(self, data, users: torch.Tensor, items: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         """Causal predictions at arbitrary times: each side's state after all its active steps strictly
-        before the step the timestamp falls in (at/after the training end: after all training steps)."""
+        before the step the timestamp falls in (at/after the training end: after all training steps and
+        the fed ratings of earlier steps, which advance() puts in steps after training)."""
         self.attach(data)
+        return self._scores_at(users, items, timestamps).float().clamp(self.rating_range[0], self.rating_range[1])
+
+    def _scores_at(self, users, items, timestamps) -> torch.Tensor:
+        """predict_at's scores before clamping, (Q,); the model must be attached."""
         users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
         user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
         item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
@@ -80,7 +94,7 @@ class RRNStates:
             pred = torch.einsum("qd,qd->q", user_rows, item_rows) + self.mean_offset
         if self.hparams.biases:
             pred = pred + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
-        return pred.float().clamp(self.rating_range[0], self.rating_range[1])
+        return pred
 
     def _state_table_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor):
         """Rows [dynamic state, stationary factors] of the entities queried (after each active step,
@@ -122,12 +136,13 @@ class RRNStates:
             raise RrnxError("advance: ratings must come after the training period (timestamp >= data.test_start)")
         previous = self._advanced["ratings"] if self._advanced is not None else ratings.iloc[:0]
         fed = pd.concat([previous, ratings[["user_idx", "item_idx", "rating", "timestamp"]]], ignore_index=True)
-        train = data.split.train
-        arrays = [np.concatenate([t, n]) for t, n in zip(ratings_frame_arrays(train), ratings_frame_arrays(fed))]
+        train_arrays, fed_arrays = ratings_frame_arrays(data.split.train), ratings_frame_arrays(fed)
         user_final, item_final = (f.clone() for f in self._final_states())
         finals, seqs = {"user": user_final, "item": item_final}, {}
         for side, column in (("user", "user_idx"), ("item", "item_idx")):
             n = self.hparams.n_users if side == "user" else self.hparams.n_items
+            fed_side = (*fed_arrays[:3], self._after_training(side, fed_arrays[3]))
+            arrays = [np.concatenate([t, f]) for t, f in zip(train_arrays, fed_side)]
             seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n)
             touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)))
             if len(touched):
@@ -136,6 +151,15 @@ class RRNStates:
         self._advanced = {"ratings": fed, "seqs": seqs, "final": finals}
         return {"ratings": len(ratings), "users": int(ratings["user_idx"].nunique()),
                 "items": int(ratings["item_idx"].nunique())}
+
+    def _after_training(self, side: str, timestamps: np.ndarray) -> np.ndarray:
+        """Fed ratings' times for their step: one in the step that straddles test_start moves to the first
+        step after training. No row then mixes training and fed ratings, and since predict_at clamps a
+        test-period query's step the same way, a query never sees a fed rating of its own step or later
+        (a fed rating from 03-24 changed predictions at 03-22 before, issue 13)."""
+        granularity = self._sides[side].granularity
+        first_new = int(granularity.start_of(granularity.step_of(self._test_start - 1) + 1))
+        return np.maximum(timestamps, first_new)
 
     def reset_states(self) -> None:
         """Forget what advance() fed: back to the states at the end of training."""
