@@ -75,14 +75,16 @@ class RRNStates:
     @torch.no_grad()
     def predict_at(self, data, users: torch.Tensor, items: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         """Causal predictions at arbitrary times: each side's state after all its active steps strictly
-        before the step the timestamp falls in (at/after the training end: after all training steps and
-        the fed ratings of earlier steps, which advance() puts in steps after training)."""
+        before the step the timestamp falls in (at/after the training end: after all training steps;
+        after advance(), a query that precedes a rating fed in its own step is refused)."""
         self.attach(data)
         return self._scores_at(users, items, timestamps).float().clamp(self.rating_range[0], self.rating_range[1])
 
     def _scores_at(self, users, items, timestamps) -> torch.Tensor:
         """predict_at's scores before clamping, (Q,); the model must be attached."""
         users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
+        self._refuse_later_fed("user", users, timestamps)
+        self._refuse_later_fed("item", items, timestamps)
         user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
         item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
         user_rows, item_rows = user_table[user_index], item_table[item_index]  # (Q, D + k) each
@@ -136,13 +138,12 @@ class RRNStates:
             raise RrnxError("advance: ratings must come after the training period (timestamp >= data.test_start)")
         previous = self._advanced["ratings"] if self._advanced is not None else ratings.iloc[:0]
         fed = pd.concat([previous, ratings[["user_idx", "item_idx", "rating", "timestamp"]]], ignore_index=True)
-        train_arrays, fed_arrays = ratings_frame_arrays(data.split.train), ratings_frame_arrays(fed)
+        train = data.split.train
+        arrays = [np.concatenate([t, n]) for t, n in zip(ratings_frame_arrays(train), ratings_frame_arrays(fed))]
         user_final, item_final = (f.clone() for f in self._final_states())
         finals, seqs = {"user": user_final, "item": item_final}, {}
         for side, column in (("user", "user_idx"), ("item", "item_idx")):
             n = self.hparams.n_users if side == "user" else self.hparams.n_items
-            fed_side = (*fed_arrays[:3], self._after_training(side, fed_arrays[3]))
-            arrays = [np.concatenate([t, f]) for t, f in zip(train_arrays, fed_side)]
             seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n)
             touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)))
             if len(touched):
@@ -152,14 +153,30 @@ class RRNStates:
         return {"ratings": len(ratings), "users": int(ratings["user_idx"].nunique()),
                 "items": int(ratings["item_idx"].nunique())}
 
-    def _after_training(self, side: str, timestamps: np.ndarray) -> np.ndarray:
-        """Fed ratings' times for their step: one in the step that straddles test_start moves to the first
-        step after training. No row then mixes training and fed ratings, and since predict_at clamps a
-        test-period query's step the same way, a query never sees a fed rating of its own step or later
-        (a fed rating from 03-24 changed predictions at 03-22 before, issue 13)."""
+    def _refuse_later_fed(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor) -> None:
+        """After advance(): a test-period query in the step that straddles test_start (the step grid
+        starts at train_start) reads that step's row, which holds the step's fed ratings too; a query
+        is refused when one of them is from its time or later, as the answer would use the future (a
+        rating fed from 03-24 changed predictions at 03-22 by up to 0.30 in issue 13). Queries in later
+        steps, and every query of `rrnx update --until` and the report, only see earlier ratings."""
+        if self._advanced is None or len(self._advanced["ratings"]) == 0:
+            return
         granularity = self._sides[side].granularity
-        first_new = int(granularity.start_of(granularity.step_of(self._test_start - 1) + 1))
-        return np.maximum(timestamps, first_new)
+        straddled = int(granularity.step_of(self._test_start - 1))
+        fed = self._advanced["ratings"]
+        fed_time = fed["timestamp"].to_numpy(np.int64)
+        in_step = granularity.step_of(fed_time) == straddled
+        latest = np.full(self._sides[side].n_entities, np.iinfo(np.int64).min)  # latest fed time in that step
+        np.maximum.at(latest, fed[f"{side}_idx"].to_numpy(np.int64)[in_step], fed_time[in_step])
+        times = timestamps.numpy()
+        bad = (times >= self._test_start) & (granularity.step_of(times) <= straddled) & (latest[entities.numpy()] >= times)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            when = lambda ts: pd.Timestamp(int(ts), unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M")  # noqa: E731
+            raise RrnxError(f"predict_at: {int(bad.sum()):,} queries (the first at {when(times[first])}, {side} "
+                            f"{int(entities[first])}) precede ratings fed by advance() in their {side} step "
+                            f"(up to {when(latest[int(entities[first])])}); their states would use the future: "
+                            f"query after the fed ratings, or call reset_states()")
 
     def reset_states(self) -> None:
         """Forget what advance() fed: back to the states at the end of training."""
