@@ -184,7 +184,7 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     last = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.LAST, enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=str(run.path), logger=logger, plugins=[AtomicCheckpointIO()],
                         callbacks=[history, best, last, *callbacks], **trainer_cfg)
-    trainer.fit(model, datamodule=data, ckpt_path=str(run.checkpoint("last")) if resume else None)
+    trainer.fit(model, datamodule=data, ckpt_path=str(run.checkpoint("last")) if resume else None, weights_only=True)
     if not best.best_model_path:
         raise RrnxError(f"{run}: training produced no checkpoint (no validation epoch ran)")
 
@@ -204,13 +204,13 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
 
 
 def evaluate(trainer, model, data, ckpt_path) -> float:
-    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False)
+    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     return float(results[0][TEST_RMSE])
 
 
 def predictions(trainer, model, data, ckpt_path, split: str = "test") -> pd.DataFrame:
     """The split's ratings with original ids and the model's (clamped) predictions."""
-    batches = trainer.predict(model, dataloaders=data.eval_loader(split), ckpt_path=ckpt_path)
+    batches = trainer.predict(model, dataloaders=data.eval_loader(split), ckpt_path=ckpt_path, weights_only=True)
     frame = data.split.frame(split)
     return pd.DataFrame({"user": frame["user"].to_numpy(), "item": frame["item"].to_numpy(),
                          "timestamp": frame["timestamp"].to_numpy(), "rating": frame["rating"].to_numpy(),
