@@ -134,6 +134,9 @@ class RRN(RRNStates, RatingModel):
             the two D-dimensional states; it starts at 0.
         rating_embedding: False drops eq. (5)'s x_t term (the n_other x embed_dim embedding of who
             rated what): the LSTMs then read only the context columns (and the step statistics).
+        stationary_epoch: epoch 0 trains nothing after the pre-train, so its validation RMSE is the
+            stationary part's alone and best-epoch selection keeps it when the joint epochs do not
+            beat it on validation (RRN is then never worse on validation than its own static model).
         pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
             epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
     """
@@ -146,7 +149,7 @@ class RRN(RRNStates, RatingModel):
                  rating_input: str = "scaled", input_norm: str = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
-                 pretrain_patience: int = 0, rating_embedding: bool = True):
+                 pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -317,6 +320,8 @@ class RRN(RRNStates, RatingModel):
         self._phase_seconds = {side: 0.0 for side in SIDES}
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        if self.hparams.stationary_epoch and self.current_epoch == 0:
+            return  # epoch 0 validates the pre-trained stationary part alone
         start = time.perf_counter()
         side = batch["side"]
         other_before, _ = self._cached_states(OTHER_SIDE[side])  # (n_other_active, D), frozen in this phase
