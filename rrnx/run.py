@@ -26,8 +26,9 @@ from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
-from rrnx.models.base import TEST_RMSE, VAL_RMSE
+from rrnx.models.base import VAL_RMSE
 from rrnx.recipe import check_recipe, dump_recipe, load_recipe
+from rrnx.training import evaluate_model, fit_model, predict_model
 
 INCOMPLETE = "INCOMPLETE"
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
@@ -127,13 +128,13 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     trainer = L.Trainer(default_root_dir=str(run_dir), logger=logger,
                         callbacks=[history, best, last, *(callbacks or [])], **trainer_cfg)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=str(last_ckpt) if resume else None)
+    fit_model(trainer, model, data, ckpt_path=str(last_ckpt) if resume else None)
     train_seconds = time.perf_counter() - start
     if not best.best_model_path:
         raise RrnxError(f"{run_dir}: training produced no checkpoint (no validation epoch ran)")
 
     epochs = list(history.epochs)  # testing best.ckpt restores the callbacks' state as of the best epoch
-    test_rmse = evaluate(trainer, model, data, best.best_model_path)
+    test_rmse = evaluate_model(trainer, model, data, best.best_model_path)
     predictions(trainer, model, data, best.best_model_path).to_parquet(run_dir / "predictions.parquet", index=False)
     metrics = summarize(epochs, test_rmse, model, train_seconds, recipe, run_dir)
     write_json(run_dir / "metrics.json", metrics)
@@ -146,18 +147,13 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     return metrics
 
 
-def evaluate(trainer, model, data, ckpt_path) -> float:
-    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False)
-    return float(results[0][TEST_RMSE])
-
-
 def predictions(trainer, model, data, ckpt_path, split: str = "test") -> pd.DataFrame:
     """The split's ratings with original ids and the model's (clamped) predictions."""
-    batches = trainer.predict(model, dataloaders=data.eval_loader(split), ckpt_path=ckpt_path)
+    predicted = predict_model(trainer, model, data, split, ckpt_path)
     frame = data.split.frame(split)
     return pd.DataFrame({"user": frame["user"].to_numpy(), "item": frame["item"].to_numpy(),
                          "timestamp": frame["timestamp"].to_numpy(), "rating": frame["rating"].to_numpy(),
-                         "prediction": torch.cat(batches).numpy().astype(np.float32)})
+                         "prediction": predicted.numpy().astype(np.float32)})
 
 
 def summarize(epochs: list[dict], test_rmse: float, model, train_seconds: float, recipe: dict, run_dir: Path) -> dict:
@@ -210,7 +206,7 @@ def test(run_dir: Path, quiet: bool = False) -> float:
     recipe, metrics, data, model = load_trained(run_dir)
     trainer = L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=not quiet,
                         enable_model_summary=False)
-    rmse = evaluate(trainer, model, data, None)
+    rmse = evaluate_model(trainer, model, data)
     if not quiet:
         print(format_summary(data.split.summary, "Split:"))
         print(f"{recipe['model']['name']}: test RMSE {rmse:.4f} (recorded at fit time: {metrics['test_rmse']:.4f})")

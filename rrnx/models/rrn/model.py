@@ -184,10 +184,7 @@ class RRN(RRNStates, RatingModel):
 
     def _attached(self):
         if self._data is None:
-            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-            if datamodule is None:
-                raise RrnxError("RRN needs the training data for its states: call model.attach(data) first")
-            self.attach(datamodule)
+            raise RrnxError("RRN needs the training data for its states: call model.attach(data) first")
         return self._data
 
     def _net(self, side: str) -> SideNetwork:
@@ -245,10 +242,6 @@ class RRN(RRNStates, RatingModel):
     def train_loader(self, data) -> "PhaseBatches":
         self.attach(data)
         return PhaseBatches(self)
-
-    def eval_loader(self, data, split: str):
-        self.attach(data)
-        return data.triples_loader(split)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -364,7 +357,7 @@ class PhaseBatches:
         return sum(-(-self.model._sides[s].n_entities // self.sizes[s]) for s in SIDES)
 
     def __iter__(self):
-        epoch = self.model.current_epoch if self.model._trainer is not None else 0
+        epoch = self.model.current_epoch  # 0 outside a trainer
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         for side in SIDES:
             for entities in length_sorted_batches(self.model._sides[side].lengths, self.sizes[side], generator):
