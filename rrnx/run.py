@@ -27,6 +27,7 @@ from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
+from rrnx.models.pmf import PMF
 from rrnx.recipe import check_recipe, dump_recipe, load_recipe
 from rrnx.training import evaluate_model, fit_model, predict_model
 
@@ -66,13 +67,15 @@ def build_datamodule(recipe: dict) -> TemporalDataModule:
     return data
 
 
-def build_model(cls: type, recipe: dict, data: TemporalDataModule):
+def build_model(cls: type, recipe: dict, data: TemporalDataModule, resume: bool = False):
     kwargs = {k: v for k, v in recipe["model"].items() if k != "name"}
     try:
         model = cls(n_users=data.n_users, n_items=data.n_items, **kwargs)
     except (TypeError, ValueError) as exc:
         raise RrnxError(f"model {recipe['model']['name']!r}: {exc}") from None
     model.set_data_stats(data.rating_range, data.rating_mean)
+    if kwargs.get("pmf_run") and not resume:  # RRN's pre-train from a PMF run: the model gets factors, not a path
+        model.use_pmf(load_pmf_run(Path(kwargs["pmf_run"]), data, model.hparams.dim))
     return model
 
 
@@ -106,7 +109,7 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     data = build_datamodule(recipe)  # user errors in the data surface here, before any file is written
     say = (lambda *a: None) if quiet else print
     say(format_summary(data.split.summary, f"Split ({recipe['model']['name']}):"))
-    model = build_model(cls, recipe, data)
+    model = build_model(cls, recipe, data, resume)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / INCOMPLETE).write_text("this run has not finished; do not trust its files\n")
@@ -198,6 +201,27 @@ def load_trained(run_dir: Path):
     model = cls.load_from_checkpoint(str(ckpt), map_location="cpu")
     model.eval()
     return recipe, metrics, data, model
+
+
+def load_pmf_run(run_dir: Path, data: TemporalDataModule, dim: int):
+    """A finished PMF run's model (`model.pmf_run` of RRN), checked against this data (same training
+    ratings) and this dim."""
+    recipe, _ = load_run(run_dir)
+    if recipe["model"]["name"] != "pmf":
+        raise RrnxError(f"model.pmf_run: {run_dir} is a {recipe['model']['name']!r} run; it must be a pmf run")
+    recorded = json.loads((run_dir / "manifest.json").read_text())["data_fingerprint"]["train"]
+    current = manifest({"data": {}}, data)["data_fingerprint"]["train"]
+    if recorded != current:
+        raise RrnxError(f"model.pmf_run: {run_dir} was trained on other training ratings (fingerprint {recorded} "
+                        f"vs {current}); train PMF on this recipe's data and split first")
+    pmf = PMF.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
+    found = tuple(pmf.user_factors.weight.shape), tuple(pmf.item_factors.weight.shape)
+    wanted = (data.n_users, dim), (data.n_items, dim)
+    if found != wanted:
+        raise RrnxError(f"model.pmf_run: {run_dir} has factors of shape {found[0]} (users) and {found[1]} (items); "
+                        f"this RRN needs {wanted[0]} and {wanted[1]}: set model.dim={found[0][1]} or re-run PMF "
+                        f"with --model.dim={dim}")
+    return pmf
 
 
 def test(run_dir: Path, quiet: bool = False) -> float:

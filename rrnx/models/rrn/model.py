@@ -104,7 +104,7 @@ class RRN(RRNStates, RatingModel):
             its mean gradient over its ratings in the batch (a diagonal preconditioner).
         pretrain_epochs: PMF epochs on the stationary factors before the joint epochs (Section 4.1).
         pmf_run: a finished `rrnx fit` PMF run on the same data to take the stationary factors
-            from instead (its dim must equal `dim`).
+            from instead (its dim must equal `dim`); rrnx fit loads it and hands it over (use_pmf).
         user_batch_size, item_batch_size: entities per step of the user / item phase.
         rating_input: x_t's values: "raw" ratings, or "scaled" (divided by the scale's maximum).
         input_norm: W_embed x_t as a "sum" (eq. 5 as written), or divided by "sqrt" or "mean" of
@@ -156,6 +156,7 @@ class RRN(RRNStates, RatingModel):
         self._state_cache: dict = {}
         self._advanced: dict | None = None  # set by advance(): extended sequences and final states
         self._phase_seconds = {side: 0.0 for side in SIDES}
+        self._pmf = None  # a trained PMF to pre-train from (use_pmf)
 
     # ------------------------------------------------------------------ data and parameters
     def set_data_stats(self, rating_range, rating_mean) -> None:
@@ -181,6 +182,11 @@ class RRN(RRNStates, RatingModel):
         from rrnx.data.split import to_timestamp
         self._test_start = to_timestamp(data.hparams.test_start, "test_start")
         self._clear_states()
+
+    def use_pmf(self, pmf) -> None:
+        """Pre-train the stationary factors from `pmf`, a trained PMF of the same data and dim (rrnx fit
+        resolves `pmf_run` into one), when training starts; a resumed run keeps its own."""
+        self._pmf = pmf
 
     def _attached(self):
         if self._data is None:
@@ -258,7 +264,7 @@ class RRN(RRNStates, RatingModel):
         if not bool(self.stationary_ready):
             from rrnx.models.rrn.pretrain import pretrain_stationary
             start = time.perf_counter()
-            pretrain_stationary(self, self._attached())
+            pretrain_stationary(self, self._attached(), self._pmf)
             self.stationary_ready.fill_(True)
             self._pretrain_seconds = time.perf_counter() - start
 
