@@ -25,9 +25,11 @@ from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
-from rrnx.models.base import TEST_RMSE, VAL_RMSE
+from rrnx.models.base import VAL_RMSE
+from rrnx.models.pmf import PMF
 from rrnx.recipe import check_recipe, dump_recipe, load_recipe
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
+from rrnx.training import evaluate_model, fit_model, predict_model
 
 INCOMPLETE = RunDir.INCOMPLETE
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
@@ -76,7 +78,7 @@ def build_datamodule(recipe: dict) -> TemporalDataModule:
     return data
 
 
-def build_model(cls: type, recipe: dict, data: TemporalDataModule):
+def build_model(cls: type, recipe: dict, data: TemporalDataModule, resume: bool = False):
     kwargs = {k: v for k, v in recipe["model"].items() if k != "name"}
     try:
         model = cls(n_users=data.n_users, n_items=data.n_items, **kwargs)
@@ -86,6 +88,8 @@ def build_model(cls: type, recipe: dict, data: TemporalDataModule):
         raise RrnxError(f"model {recipe['model']['name']!r}: these settings give a model with no parameters "
                         f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}); sizes such as model.dim must be at least 1")
     model.set_data_stats(data.rating_range, data.rating_mean)
+    if kwargs.get("pmf_run") and not resume:  # RRN's pre-train from a PMF run: the model gets factors, not a path
+        model.use_pmf(load_pmf_run(Path(kwargs["pmf_run"]), data, model.hparams.dim))
     return model
 
 
@@ -165,7 +169,7 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     if resume:
         run.check_data(data_fingerprint(data), data.split.summary, allow_data_change)
     say(format_summary(data.split.summary, f"Split ({recipe['model']['name']}):"))
-    model = build_model(cls, recipe, data)
+    model = build_model(cls, recipe, data, resume)
 
     run.begin()
     dump_recipe(recipe, run.file(RunDir.RECIPE), f"# resolved recipe; rerun with: rrnx fit {run}/{RunDir.RECIPE}")
@@ -184,13 +188,13 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     last = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.LAST, enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=str(run.path), logger=logger, plugins=[AtomicCheckpointIO()],
                         callbacks=[history, best, last, *callbacks], **trainer_cfg)
-    trainer.fit(model, datamodule=data, ckpt_path=str(run.checkpoint("last")) if resume else None, weights_only=True)
+    fit_model(trainer, model, data, ckpt_path=str(run.checkpoint("last")) if resume else None)
     if not best.best_model_path:
         raise RrnxError(f"{run}: training produced no checkpoint (no validation epoch ran)")
 
     # testing best.ckpt restores the callbacks' state as of the best epoch: read the history first
     epochs, train_seconds = list(history.epochs), history.train_seconds()
-    test_rmse = evaluate(trainer, model, data, best.best_model_path)
+    test_rmse = evaluate_model(trainer, model, data, best.best_model_path)
     frame = predictions(trainer, model, data, best.best_model_path)
     replace_atomically(run.file(RunDir.PREDICTIONS), lambda temp: frame.to_parquet(temp, index=False))
     metrics = summarize(epochs, test_rmse, model, train_seconds, recipe)
@@ -203,18 +207,13 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     return metrics
 
 
-def evaluate(trainer, model, data, ckpt_path) -> float:
-    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    return float(results[0][TEST_RMSE])
-
-
 def predictions(trainer, model, data, ckpt_path, split: str = "test") -> pd.DataFrame:
     """The split's ratings with original ids and the model's (clamped) predictions."""
-    batches = trainer.predict(model, dataloaders=data.eval_loader(split), ckpt_path=ckpt_path, weights_only=True)
+    predicted = predict_model(trainer, model, data, split, ckpt_path)
     frame = data.split.frame(split)
     return pd.DataFrame({"user": frame["user"].to_numpy(), "item": frame["item"].to_numpy(),
                          "timestamp": frame["timestamp"].to_numpy(), "rating": frame["rating"].to_numpy(),
-                         "prediction": torch.cat(batches).numpy().astype(np.float32)})
+                         "prediction": predicted.numpy().astype(np.float32)})
 
 
 def summarize(epochs: list[dict], test_rmse: float, model, train_seconds: float, recipe: dict) -> dict:
@@ -258,13 +257,35 @@ def load_trained(run_dir: Path, allow_data_change: bool = False):
     return recipe, metrics, data, model
 
 
+def load_pmf_run(run_dir: Path, data: TemporalDataModule, dim: int):
+    """A finished PMF run's model (`model.pmf_run` of RRN), checked against this data (same training
+    ratings) and this dim."""
+    recipe, _ = load_run(run_dir)
+    if recipe["model"]["name"] != "pmf":
+        raise RrnxError(f"model.pmf_run: {run_dir} is a {recipe['model']['name']!r} run; it must be a pmf run")
+    run = RunDir(run_dir)
+    recorded = run.read_json(RunDir.MANIFEST)["data_fingerprint"]["train"]
+    current = data_fingerprint(data)["train"]
+    if recorded != current:
+        raise RrnxError(f"model.pmf_run: {run_dir} was trained on other training ratings (fingerprint {recorded} "
+                        f"vs {current}); train PMF on this recipe's data and split first")
+    pmf = run.load_model(PMF)
+    found = tuple(pmf.user_factors.weight.shape), tuple(pmf.item_factors.weight.shape)
+    wanted = (data.n_users, dim), (data.n_items, dim)
+    if found != wanted:
+        raise RrnxError(f"model.pmf_run: {run_dir} has factors of shape {found[0]} (users) and {found[1]} (items); "
+                        f"this RRN needs {wanted[0]} and {wanted[1]}: set model.dim={found[0][1]} or re-run PMF "
+                        f"with --model.dim={dim}")
+    return pmf
+
+
 def test(run_dir: Path, quiet: bool = False, allow_data_change: bool = False) -> float:
     """Re-evaluates a finished run's best checkpoint on its test half."""
     quiet_lightning()
     recipe, metrics, data, model = load_trained(run_dir, allow_data_change)
     trainer = L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=not quiet,
                         enable_model_summary=False)
-    rmse = evaluate(trainer, model, data, None)
+    rmse = evaluate_model(trainer, model, data)
     if not quiet:
         print(format_summary(data.split.summary, "Split:"))
         print(f"{recipe['model']['name']}: test RMSE {rmse:.4f} (recorded at fit time: {metrics['test_rmse']:.4f})")
