@@ -152,9 +152,9 @@ def run_model(recipe: dict, run_dir: Path, quiet: bool) -> dict:
 
 def check_same_split(out: Path, names: list[str]) -> None:
     """Every run's train/val/test fingerprints (manifest.json) must agree: one split, many models."""
-    import json
+    from rrnx.rundir import RunDir
 
-    prints = {n: json.loads((out / n / "manifest.json").read_text())["data_fingerprint"] for n in names}
+    prints = {n: RunDir(out / n).read_json(RunDir.MANIFEST)["data_fingerprint"] for n in names}
     first = names[0]
     for name in names[1:]:
         if prints[name] != prints[first]:
@@ -172,11 +172,10 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def write_outputs(table: pd.DataFrame, out: Path, recipe: dict, command: str, notes: list[str]) -> None:
-    import json
-
     from rrnx.data.split import format_summary
+    from rrnx.rundir import RunDir
 
-    split = json.loads((Path(table["run_dir"].iloc[0]) / "split.json").read_text())
+    split = RunDir(table["run_dir"].iloc[0]).read_json(RunDir.SPLIT)
     settings = [f"- {r['model']}: {r['settings']}" for _, r in table.iterrows()]
     text = [f"# Comparison {out.resolve().name}", "", f"Command: `{command}`" if command else "",
             "", "Split (the same for every model):", "", "```", format_summary(split), "```", "",

@@ -154,15 +154,14 @@ def test_train_seconds_add_up_over_a_resume(recipe, tmp_path):
     assert json.loads((run_dir / RunDir.METRICS).read_text())["train_seconds"] > before
 
 
-def test_a_second_writer_is_refused_before_the_data_loads(recipe, tmp_path):
+def test_a_second_writer_is_refused_before_the_data_loads(recipe, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run = RunDir(run_dir)
-    with run.lock():  # as a running `rrnx fit` holds it
-        done = subprocess.run([sys.executable, "-m", "rrnx.cli", "fit", str(recipe), "--run-dir", str(run_dir),
-                               "--data.path=/no/such/file.csv"], cwd=ROOT, capture_output=True, text=True)
-        assert done.returncode == EXIT_REFUSED
-        assert "another rrnx process" in done.stderr and "Traceback" not in done.stderr
-        assert "no such file" not in done.stderr  # refused before reading the data
+    with run.lock():  # as a running `rrnx fit` holds it (flock: a second open file conflicts, in-process too)
+        code = main(["fit", str(recipe), "--run-dir", str(run_dir), "--data.path=/no/such/file.csv"])
+        err = capsys.readouterr().err
+        assert code == EXIT_REFUSED and "another rrnx process" in err and "Traceback" not in err
+        assert "no such file" not in err  # refused before reading the data
         assert run.contents() == []
 
 
