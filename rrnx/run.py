@@ -127,7 +127,9 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
     what was asked; a folder that cannot serve the request is one line saying what would."""
     if resume:
         if not run.is_run():
-            raise RrnxError(f"{run}: nothing to resume (no {RunDir.RECIPE}: not a run directory)")
+            hint = (f"; it stopped before recording its recipe: rerun with the recipe and --overwrite"
+                    if run.file(RunDir.INCOMPLETE).exists() else ": not a run directory")
+            raise RrnxError(f"{run}: nothing to resume (no {RunDir.RECIPE}){hint}")
         recipe = load_recipe(run.file(RunDir.RECIPE))
         if run.has_checkpoint():
             return recipe, True
@@ -149,9 +151,12 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
     if run.is_run() and run.has_checkpoint():
         raise RrnxError(f"{run}: holds an unfinished run; `rrnx fit --resume {run}` continues it from its last "
                         f"checkpoint, --overwrite replaces it with this recipe")
-    if run.is_run() or run.file(RunDir.INCOMPLETE).exists():
+    if run.is_run():
         raise RrnxError(f"{run}: holds a run that stopped before its first checkpoint; `rrnx fit --resume {run}` "
                         f"restarts it with its recorded recipe, --overwrite replaces it with this recipe")
+    if run.file(RunDir.INCOMPLETE).exists():
+        raise RrnxError(f"{run}: holds a run that stopped before it recorded its recipe; --overwrite replaces it "
+                        f"with this recipe")
     raise RrnxError(f"{run}: run directory exists and is not empty; choose another --run-dir")
 
 
@@ -172,7 +177,8 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     model = build_model(cls, recipe, data, resume)
 
     run.begin()
-    dump_recipe(recipe, run.file(RunDir.RECIPE), f"# resolved recipe; rerun with: rrnx fit {run}/{RunDir.RECIPE}")
+    replace_atomically(run.file(RunDir.RECIPE), lambda temp: dump_recipe(
+        recipe, Path(temp), f"# resolved recipe; rerun with: rrnx fit {run}/{RunDir.RECIPE}"))
     run.write_json(RunDir.SPLIT, data.split.summary)
     run.write_json(RunDir.MANIFEST, manifest(recipe, data))
     if data.truth is not None:

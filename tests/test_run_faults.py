@@ -132,6 +132,16 @@ def test_kill_before_the_first_checkpoint_restarts_in_place(recipe, uninterrupte
     assert_consistent(run_dir, uninterrupted)
 
 
+def test_a_run_killed_before_recording_its_recipe_says_overwrite(recipe, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RunDir.INCOMPLETE).write_text("")  # killed between the marker and recipe.yaml
+    assert main(["fit", "--resume", str(run_dir)]) == EXIT_REFUSED
+    assert "rerun with the recipe and --overwrite" in capsys.readouterr().err
+    assert main(["fit", str(recipe), "--run-dir", str(run_dir)]) == EXIT_REFUSED
+    assert "--overwrite replaces it" in capsys.readouterr().err
+
+
 def test_overwrite_replaces_a_run_and_refuses_a_foreign_folder(recipe, uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     fit_killed(recipe, run_dir, "epoch_start", 0)
