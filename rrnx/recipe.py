@@ -123,7 +123,7 @@ def check_recipe(recipe: dict) -> type:
         raise RecipeError("model.name is required: a registered model (see `rrnx models`)")
     cls = get_model_class(model.pop("name"))
     check_keys("model", model, constructor_params(cls), f"model {recipe['model']['name']!r}")
-    check_types("model", model, type_hints(cls.__init__))
+    check_types("model", recipe["model"], type_hints(cls.__init__))
     check_keys("trainer", recipe["trainer"], trainer_keys(), "the trainer")
     check_types("trainer", recipe["trainer"], trainer_types())
     threads = recipe["trainer"].get("num_threads")
@@ -145,12 +145,18 @@ def type_hints(function) -> dict:
 
 def check_types(section: str, given: dict, hints: dict) -> None:
     """Values of keys annotated with int, float or bool (or an optional/union of them) must be of that
-    type: 'abc' for a learning rate is an error naming the key, not a traceback from deep inside."""
-    for key, value in given.items():
+    type: 'abc' for a learning rate is an error naming the key, not a traceback from deep inside.
+    A float written as YAML reads '1e-3' (a string: YAML 1.1 wants '1.0e-3') becomes that float."""
+    for key, value in list(given.items()):
         allowed = _scalar_types(hints.get(key))
         if allowed is None or (value is None and type(None) in allowed):
             continue
-        if not any(_is_a(value, t) for t in allowed if t is not type(None)):
+        if float in allowed and isinstance(value, str):
+            try:
+                given[key] = value = float(value)
+            except ValueError:
+                pass
+        if not any(_is_a(value, t) for t in allowed if t is not type(None)) or value != value:  # NaN != NaN
             names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             raise RecipeError(f"{section}.{key}: expected {names}, got {value!r}")
 

@@ -15,6 +15,7 @@ from rrnx.rundir import RunDir
     ("--model.dim=0", "no parameters"),
     ("--model.lr=abc", "model.lr: expected float, got 'abc'"),
     ("--model.center=1", "model.center: expected bool"),
+    ("--model.reg=.nan", "model.reg: expected float, got nan"),
     ("--trainer.max_epochs=abc", "trainer.max_epochs: expected int or null"),
     ("--trainer.seed=abc", "trainer.seed: expected int"),
     ("--trainer.num_threads=-2", "trainer.num_threads: must be at least 1"),
@@ -58,3 +59,11 @@ def test_an_os_error_is_one_line_with_the_path_and_exit_3(monkeypatch, capsys):
     monkeypatch.setattr(models, "run", read_only)
     assert main(["models"]) == EXIT_SYSTEM
     assert capsys.readouterr().err.strip() == "rrnx models: error: /somewhere/out.parquet: Read-only file system"
+
+
+def test_a_float_in_exponent_notation_is_read_as_a_float(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string; a float-typed key takes it as the number people mean."""
+    run_dir = tmp_path / "run"
+    assert main(["fit", str(tiny_csv_recipe(tmp_path)), "--run-dir", str(run_dir), "--model.lr=1e-2"]) == 0
+    from rrnx.recipe import load_recipe
+    assert load_recipe(run_dir / "recipe.yaml")["model"]["lr"] == 0.01
