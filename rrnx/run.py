@@ -132,6 +132,7 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
             raise RrnxError(f"{run}: nothing to resume (no {RunDir.RECIPE}){hint}")
         recipe = load_recipe(run.file(RunDir.RECIPE))
         if run.has_checkpoint():
+            run.check_checkpoint("last")
             return recipe, True
         say(f"{run}: the run stopped before its first checkpoint; restarting it from the start "
             f"with its recorded recipe")

@@ -225,6 +225,22 @@ class RunDir:
             raise RrnxError(f"{what}; retrain with `rrnx fit`, or pass --allow-data-change to use the new data")
         (say or print)(f"warning: {what}; going on (--allow-data-change)")
 
+    def check_checkpoint(self, which: str = "last") -> None:
+        """Refuses, in one line, a checkpoint that does not load as weights (truncated, foreign, pickled
+        code) before Lightning tries to resume from it."""
+        path = self.checkpoint(which)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise RrnxError(f"{path}: refused: holds pickled objects other than weights; the run folder is damaged "
+                            f"or was tampered with: `rrnx fit RECIPE --run-dir {self.path} --overwrite` restarts it") from None
+        except Exception as error:  # torch and zipfile raise many types for a damaged file
+            first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            raise RrnxError(f"{path}: damaged ({first}); the run cannot continue from it: "
+                            f"`rrnx fit RECIPE --run-dir {self.path} --overwrite` restarts it") from None
+
     def load_model(self, cls: type, which: str = "best"):
         """The model at a checkpoint, read with weights_only=True (no pickled code runs); a missing,
         damaged or foreign file is one line."""

@@ -294,6 +294,16 @@ def test_a_damaged_best_checkpoint_is_one_line(finished, tmp_path, capsys, damag
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_damaged_last_checkpoint_is_one_line_on_resume(recipe, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    fit_killed(recipe, run_dir, "epoch_start", 1)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:500])  # e.g. a partial copy
+    assert main(["fit", "--resume", str(run_dir)]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "last.ckpt: damaged" in err and "--overwrite" in err and len(err.splitlines()) == 1
+
+
 def test_run_dir_that_is_a_file_or_read_only(recipe, tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("x")
