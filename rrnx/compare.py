@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from rrnx.errors import RecipeError, RrnxError
+from rrnx.tune import tune_model, write_tuned
 
 COLUMNS = ["model", "test_rmse", "val_rmse", "params", "size_bytes", "train_seconds", "best_epoch",
            "settings", "run_dir"]
@@ -103,31 +104,60 @@ def default_out_dir() -> Path:
 
 
 def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir: Path | None = None,
-            command: str = "", quiet: bool = False) -> pd.DataFrame:
-    """Runs every model on the recipe's split; writes and returns the comparison table."""
+            command: str = "", quiet: bool = False, tune: int | None = None) -> pd.DataFrame:
+    """Runs every model on the recipe's split; writes and returns the comparison table. With
+    `tune`, each model first gets `tune` Optuna trials over its search space (rrnx.tune)."""
     plans, notes = plan_models(recipe, models)
+    if tune is not None and tune < 1:
+        raise RecipeError(f"--tune {tune}: the budget is a number of trials per model, at least 1")
     out = Path(out_dir) if out_dir else default_out_dir()
+    if tune:
+        check_tunable(plans)
     out.mkdir(parents=True, exist_ok=True)
     group = recipe["logger"].get("group") or out.resolve().name
     say = (lambda *a: None) if quiet else print
     for note in notes:
         say(f"note: {note}")
-    rows = []
+    rows, tuned, best_val = [], {}, {}
     for number, plan in enumerate(plans, 1):
-        say(f"[{number}/{len(plans)}] {plan.name} ({plan.settings}) -> {out / plan.name}")
         model_recipe = copy.deepcopy(recipe)
         model_recipe["model"] = plan.section
         model_recipe["logger"] = {**recipe["logger"], "group": group}
+        if tune:
+            say(f"[{number}/{len(plans)}] tuning {plan.name}: {tune} trials from ({plan.settings}) "
+                f"-> {out / 'tune' / plan.name}")
+            plan.section, best_val[plan.name] = tune_model(plan.name, model_class(plan.name), model_recipe,
+                                                           out / "tune" / plan.name, tune, say)
+            model_recipe["model"] = tuned[plan.name] = plan.section
+        say(f"[{number}/{len(plans)}] {plan.name} ({plan.settings}) -> {out / plan.name}")
         metrics = run_model(model_recipe, out / plan.name, quiet)
         rows.append({**{k: metrics[k] for k in COLUMNS if k in metrics}, "model": plan.name,
                      "settings": plan.settings, "run_dir": str(out / plan.name)})
     check_same_split(out, [p.name for p in plans])
+    if tune:
+        path = write_tuned(out, tuned, best_val, tune, command)
+        notes.append(f"tuned: {tune} trials per model (TPE, median pruner, validation RMSE); settings in {path.name}")
+        say(f"tuned settings written to {path}")
     table = pd.DataFrame(rows, columns=COLUMNS)
     write_outputs(table, out, recipe, command, notes)
     log_to_wandb(table, out, recipe, group)
     say(markdown_table(table))
     say(f"comparison written to {out}/ ({', '.join(TABLE_FILES)})")
     return table
+
+
+def model_class(name: str) -> type:
+    from rrnx.registry import discover
+
+    return discover()[name].cls
+
+
+def check_tunable(plans: list[ModelPlan]) -> None:
+    """Every model must declare a search space, checked before any trial runs."""
+    from rrnx.tune import search_space
+
+    for plan in plans:
+        search_space(plan.name, model_class(plan.name))
 
 
 def run_model(recipe: dict, run_dir: Path, quiet: bool) -> dict:
