@@ -39,9 +39,12 @@ def make_sweep(name: str, cls: type, recipe: dict, n_trials: int):
     where = Path(f"{cls.__module__}.{cls.__name__}.{SPACE_ATTR}")
     space = parse_space(where, search_space(name, cls))
     startup = min(10, max(2, n_trials // 3))  # TPE's random start, scaled to small budgets
+    # no pruning in the first half of training: a stronger regularisation starts slower and ends better
+    from rrnx.run import TRAINER_DEFAULTS
+    warmup = max(2, int(recipe["trainer"].get("max_epochs") or TRAINER_DEFAULTS["max_epochs"]) // 2)
     sweep = Sweep(path=where, recipe_path=Path("(rrnx compare)"), base_recipe=copy.deepcopy(recipe), space=space,
                   study_name=f"tune-{name}", sampler={"name": "tpe", "seed": 0, "n_startup_trials": startup},
-                  pruner={"name": "median", "n_startup_trials": startup, "n_warmup_steps": 2},
+                  pruner={"name": "median", "n_startup_trials": startup, "n_warmup_steps": warmup},
                   n_trials=n_trials, enqueue=[start] if (start := starting_point(recipe, cls, space)) else [])
     check_sweep(sweep)
     return sweep

@@ -38,7 +38,8 @@ class BiasedMF(RatingModel):
     search_space = {"model.dim": [10, 20, 50, 100, 200],
                     "model.reg": {"low": 0.003, "high": 0.3, "log": True},
                     "model.bias_reg": {"low": 0.003, "high": 0.3, "log": True},
-                    "model.lr": {"low": 0.001, "high": 0.02, "log": True}}
+                    "model.lr": {"low": 0.001, "high": 0.05, "log": True},
+                    "model.optimizer": ["sgd", "adam"]}
 
     def __init__(self, n_users: int, n_items: int, dim: int = 100, reg: float = 0.02, bias_reg: float = 0.02,
                  lr: float = 0.005, optimizer: str = "sgd", init_std: float = 0.1):
