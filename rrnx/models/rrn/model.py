@@ -10,7 +10,8 @@ before t, each side at its own granularity; validation/test ratings from the sta
 over all training steps. Training (Section 3.4, eq. 8) alternates a user phase (user LSTM and user
 stationary factors learn, item states frozen and cached) and an item phase; Adam for the networks,
 SGD for the stationary factors, which start from a PMF pre-train (Section 4.1).
-Section 4.5's update without re-training is `advance`. Layout and packing: sequences.py.
+States, predict_at and Section 4.5's update without re-training (`advance`): states.py.
+Layout and packing: sequences.py.
 """
 
 from __future__ import annotations
@@ -20,21 +21,21 @@ import random
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 from rrnx.models.rrn.lstm import packed_lstm
-from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, extended_side, gather,
-                                       length_sorted_batches, pack, permute_rows, ranges, take_rows, ratings_frame_arrays,
-                                       row_budget_batches, training_sides)
+from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, gather, length_sorted_batches, pack,
+                                       permute_rows, take_rows, training_sides)
+from rrnx.models.rrn.states import RRNStates
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
 PRETRAIN_SECONDS = "time/pretrain_s"
 RATING_INPUTS = ("scaled", "raw")
 INPUT_NORMS = ("sum", "sqrt", "mean")
+STEP_STATS = (False, True, "mean", "residual")
 
 
 def keep_freed_memory() -> bool:
@@ -56,21 +57,29 @@ class SideNetwork(nn.Module):
     of eq. (7) (W_user, b_user for users; W_movie, b_movie for items)."""
 
     def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
-                 context_dim: int = 3):
+                 context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True):
         super().__init__()
-        self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum")  # W_embed's x_t columns
+        # W_embed's x_t columns (None: the LSTM reads only the context columns)
+        self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
         # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
         self.embed_context = nn.Linear(context_dim, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers)
-        self.project = nn.Linear(hidden, dynamic_dim)
-        nn.init.normal_(self.embed_ratings.weight, std=0.1)
-        nn.init.normal_(self.project.weight, std=0.01)  # start near the PMF pre-train: dynamic part ~ b.b
+        # W u_t + b of eq. (7), (D,); with dynamic_bias one more output: a scalar added to the rating
+        self.project = nn.Linear(hidden, dynamic_dim + int(dynamic_bias))
+        if rating_embedding:
+            nn.init.normal_(self.embed_ratings.weight, std=0.1)
+        nn.init.normal_(self.project.weight, std=0.01)  # start near the pre-train: dynamic part ~ b.b
+        if dynamic_bias:
+            nn.init.zeros_(self.project.bias[dynamic_dim:])  # the dynamic bias starts at 0
 
     def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor,
                 stats: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state after each row of the batch, (R, H); `stats` (R, 2): extra context columns."""
-        y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
-                               per_sample_weights=weights)  # (R, E)
+        if self.embed_ratings is not None:
+            y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
+                                   per_sample_weights=weights)  # (R, E)
+        else:
+            y = torch.zeros(len(batch.rows), self.embed_context.out_features)  # (R, E)
         # eq. (5), (R, E): + the context columns; the weight passed row-major so that its gradient is
         # features^T grad (3 x R x 40), not grad^T features, which MKL runs ~3x slower
         context = self.embed_context
@@ -92,7 +101,7 @@ class SideNetwork(nn.Module):
         return take_rows(table, previous if rows is None else take_rows(previous, rows))
 
 
-class RRN(RatingModel):
+class RRN(RRNStates, RatingModel):
     """Args:
         dim: size of the stationary factors u_i, m_j (20 for Netflix, 160 for IMDb in Section 4.1).
         reg: L2 weight on the stationary factors, per rating (as PMF's lambda).
@@ -115,8 +124,18 @@ class RRN(RatingModel):
         init_std: standard deviation of the stationary factors' initialisation.
         eval_batch_rows: active steps per batch in the no-grad passes (caches, evaluation).
         step_stats: beyond the paper, off by default: append to each row's context columns of
-            eq. (5) the step's mean rating (minus the training mean, divided by the scale's maximum)
-            and log(1 + the step's rating count); statistics of the step's own ratings, like x_t.
+            eq. (5) two statistics of the step's own ratings (like x_t): their mean (True or "mean":
+            the mean rating minus the training mean; "residual": the mean of rating minus the
+            stationary part's prediction, i.e. how far the step departs from the static model),
+            divided by the scale's maximum, and log(1 + the step's rating count).
+        dynamic_bias: beyond the paper, off by default: each side's projection gets one more
+            output, a scalar added to the rating (eq. 7 + b_u(t) + b_j(t)), so that a level change of
+            a user or an item (a trend, an award bump, a rating-scale shift) needs no coordination of
+            the two D-dimensional states; it starts at 0.
+        rating_embedding: False drops eq. (5)'s x_t term (the n_other x embed_dim embedding of who
+            rated what): the LSTMs then read only the context columns (and the step statistics).
+        pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
+            epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
     """
 
     def __init__(self, n_users: int, n_items: int, dim: int = 20, reg: float = 0.01, lr: float = 0.01,
@@ -126,17 +145,22 @@ class RRN(RatingModel):
                  user_batch_size: int = 256, item_batch_size: int = 64,
                  rating_input: str = "scaled", input_norm: str = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
-                 eval_batch_rows: int = 200_000, step_stats: bool = False):
+                 eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
+                 pretrain_patience: int = 0, rating_embedding: bool = True):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        if step_stats not in STEP_STATS:
+            raise ValueError(f"step_stats must be one of false, true, mean, residual; got {step_stats!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         context_dim = 5 if step_stats else 3
-        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim)
-        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim)
+        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
+                                    rating_embedding)
+        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
+                                    rating_embedding)
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
         nn.init.normal_(self.user_factors.weight, std=init_std)
@@ -167,8 +191,8 @@ class RRN(RatingModel):
                 self.mean_offset.fill_(rating_mean)
             else:  # eq. (7) as written: the mean lives in <b_user, b_movie>
                 level = (max(rating_mean, 0.0) / self.hparams.dynamic_dim) ** 0.5
-                self.user_net.project.bias.fill_(level)
-                self.item_net.project.bias.fill_(level)
+                self.user_net.project.bias[:self.hparams.dynamic_dim].fill_(level)
+                self.item_net.project.bias[:self.hparams.dynamic_dim].fill_(level)
 
     def attach(self, data) -> None:
         """Use `data` (a set-up TemporalDataModule) for states; the same data the model was trained on."""
@@ -189,10 +213,6 @@ class RRN(RatingModel):
                 raise RrnxError("RRN needs the training data for its states: call model.attach(data) first")
             self.attach(datamodule)
         return self._data
-
-    def _clear_states(self) -> None:
-        self._state_cache = {}
-        self._advanced = None
 
     def _net(self, side: str) -> SideNetwork:
         return self.user_net if side == "user" else self.item_net
@@ -222,51 +242,33 @@ class RRN(RatingModel):
         if not self.hparams.step_stats:
             return None
         count = batch.ratings_per_row.float()  # (R,) every active row has >= 1 rating
-        total = torch.zeros(len(count)).index_add_(0, batch.rating_row, take_rows(side.value, batch.ratings))
-        mean = (total / count - self.train_mean) / self.rating_range.abs().max().clamp(min=1e-6)
+        value = take_rows(side.value, batch.ratings)  # (N,)
+        if self.hparams.step_stats == "residual":
+            entity = take_rows(batch.entities, take_rows(batch.row_entity, batch.rating_row))  # (N,)
+            other = take_rows(side.other, batch.ratings)  # (N,)
+            users, items = (entity, other) if side.side == "user" else (other, entity)
+            with torch.no_grad():
+                value = value - self._stationary_score(users, items)  # (N,) departure from the static part
+            centre = 0.0
+        else:
+            centre = self.train_mean
+        total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
+        if self.hparams.step_stats == "residual":  # in units of a quarter of the scale's span (1 on 1..5)
+            mean = total / count / ((self.rating_range[1] - self.rating_range[0]) / 4).clamp(min=1e-6)
+        else:
+            mean = (total / count - centre) / self.rating_range.abs().max().clamp(min=1e-6)
         return torch.stack([mean, torch.log1p(count)], 1)
 
     def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> torch.Tensor:
         """eqs. (5)-(6): the hidden state after each row of the batch, (R, H)."""
         return net(side, batch, self._input_weights(side, batch), self._step_stats(side, batch))
 
-    # ------------------------------------------------------------------ states
-    def _states_after_rows(self, side: str, seqs: SideTensors, entities: torch.Tensor):
-        """Projected state after every row of `entities` (local CSR in the given order): (R, D), (K,).
-        Plain no-grad tensors even inside Lightning's inference mode (they are reused in training)."""
-        with torch.inference_mode(False), torch.no_grad():
-            net = self._net(side)
-            lengths = seqs.lengths[entities]  # (K,)
-            local_start = torch.cumsum(lengths, 0) - lengths  # (K,)
-            after = torch.empty(int(lengths.sum()), self.hparams.dynamic_dim)  # (R, D)
-            for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
-                batch = gather(seqs, entities[chunk])
-                hidden = self._hidden(net, seqs, batch)  # (R_b, H)
-                after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
-            return after, local_start
-
-    def _cached_states(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(state before each training row (n_active, D), final state (n_entities, D)) of one side,
-        recomputed only when that side's parameters changed."""
-        cached = self._state_cache.get(side)
-        if cached is not None and cached[0] == self._version[side]:
-            return cached[1], cached[2]
-        seqs = self._sides[side]
-        after, _ = self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))  # (n_active, D)
-        first = seqs.features[:, 0] > 0  # 1_newbie marks each entity's first row
-        with torch.inference_mode(False), torch.no_grad():
-            before = torch.empty_like(after)  # (n_active, D): the state after the previous row ...
-            before[1:] = after[:-1]
-            before[first] = self._net(side).project.bias  # ... or the initial state for a first row
-        final = take_rows(after, seqs.offsets[1:] - 1)  # (n_entities, D)
-        self._state_cache[side] = (self._version[side], before, final)
-        return before, final
-
-    def _final_states(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._attached()
-        if self._advanced is not None:
-            return self._advanced["final"]["user"], self._advanced["final"]["item"]
-        return self._cached_states("user")[1], self._cached_states("item")[1]
+    def _dynamic_score(self, user_state: torch.Tensor, item_state: torch.Tensor) -> torch.Tensor:
+        """<W_user u_it + b_user, W_movie m_jt + b_movie> of eq. (7) (+ the two dynamic biases), (N,)."""
+        if not self.hparams.dynamic_bias:
+            return (user_state * item_state).sum(-1)
+        d = self.hparams.dynamic_dim
+        return (user_state[:, :d] * item_state[:, :d]).sum(-1) + user_state[:, d] + item_state[:, d]
 
     def _stationary_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """<u_i, m_j> (+ biases) (+ mean) of eq. (7), (Q,)."""
@@ -275,85 +277,13 @@ class RRN(RatingModel):
             score = score + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
         return score
 
+    # ------------------------------------------------------------------ evaluation (states and predict_at: states.py)
     @torch.no_grad()
     def predict_ratings(self, batch: dict) -> torch.Tensor:
         """Validation/test ratings from the final extrapolated states (Section 3.3), (B,)."""
         user_final, item_final = self._final_states()
         users, items = batch["user"], batch["item"]
-        return (user_final[users] * item_final[items]).sum(-1) + self._stationary_score(users, items)
-
-    @torch.no_grad()
-    def predict_at(self, data, users: torch.Tensor, items: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
-        """Causal predictions at arbitrary times: each side's state after all its active steps strictly
-        before the step the timestamp falls in (at/after the training end: after all training steps)."""
-        self.attach(data)
-        users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
-        user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
-        item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
-        # one gather and one dot over [W u_t + b, u_i] . [W m_t + b, m_j]: eq. (7) in a single pass
-        pred = torch.einsum("qd,qd->q", user_table[user_index], item_table[item_index]) + self.mean_offset
-        if self.hparams.biases:
-            pred = pred + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
-        return pred.float().clamp(self.rating_range[0], self.rating_range[1])
-
-    def _state_table_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor):
-        """Rows [dynamic state, stationary factors] of the entities queried (after each active step,
-        then each one's initial state) and, per query, the row to use; no sort over the queries."""
-        seqs = self._advanced["seqs"][side] if self._advanced is not None else self._sides[side]
-        present = torch.zeros(seqs.n_entities, dtype=torch.bool)
-        present[entities] = True
-        unique = torch.nonzero(present).squeeze(1)  # (K,)
-        inverse = (torch.cumsum(present, 0) - 1)[entities]  # (Q,) position of each query's entity in unique
-        after, local_start = self._states_after_rows(side, seqs, unique)  # (R, D), (K,)
-        lengths = seqs.lengths[unique]
-        row_step = seqs.step[ranges(seqs.offsets[unique], lengths)]  # (R,) entity-major, time order
-        query_step = torch.as_tensor(seqs.granularity.step_of(timestamps.numpy()))  # (Q,)
-        last_train_step = int(seqs.granularity.step_of(self._test_start - 1))
-        query_step = torch.where(timestamps >= self._test_start, query_step.clamp(min=last_train_step + 1), query_step)
-        low = int(min(row_step.min(), query_step.min()))
-        span = int(max(row_step.max(), query_step.max())) - low + 1
-        row_key = torch.repeat_interleave(torch.arange(len(unique)), lengths) * span + (row_step - low)  # sorted
-        query_start = local_start[inverse]  # (Q,)
-        before_count = torch.searchsorted(row_key, inverse * span + (query_step - low)) - query_start
-        index = torch.where(before_count > 0, query_start + before_count - 1, len(after) + inverse)  # (Q,)
-        factors = self._factors(side).weight[unique]  # (K, k)
-        initial = self._net(side).project.bias.expand(len(unique), -1)  # (K, D): h_0 = 0
-        table = torch.cat([torch.cat([after, factors.repeat_interleave(lengths, 0)], 1),
-                           torch.cat([initial, factors], 1)])  # (R + K, D + k)
-        return table, index
-
-    # ------------------------------------------------------------------ update without re-training (Section 4.5)
-    @torch.no_grad()
-    def advance(self, data, ratings: pd.DataFrame) -> dict:
-        """Feed newly observed ratings (user_idx, item_idx, rating, timestamp; after the training
-        period) through the trained networks; predictions then use the advanced states. Repeated
-        calls accumulate; `reset_states()` goes back to the training states."""
-        self.attach(data)
-        missing = {"user_idx", "item_idx", "rating", "timestamp"} - set(ratings.columns)
-        if missing:
-            raise RrnxError(f"advance: ratings lack the columns {', '.join(sorted(missing))}")
-        if len(ratings) and int(ratings["timestamp"].min()) < self._test_start:
-            raise RrnxError("advance: ratings must come after the training period (timestamp >= data.test_start)")
-        previous = self._advanced["ratings"] if self._advanced is not None else ratings.iloc[:0]
-        fed = pd.concat([previous, ratings[["user_idx", "item_idx", "rating", "timestamp"]]], ignore_index=True)
-        train = data.split.train
-        arrays = [np.concatenate([t, n]) for t, n in zip(ratings_frame_arrays(train), ratings_frame_arrays(fed))]
-        user_final, item_final = (f.clone() for f in self._final_states())
-        finals, seqs = {"user": user_final, "item": item_final}, {}
-        for side, column in (("user", "user_idx"), ("item", "item_idx")):
-            n = self.hparams.n_users if side == "user" else self.hparams.n_items
-            seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n)
-            touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)))
-            if len(touched):
-                after, local_start = self._states_after_rows(side, seqs[side], touched)
-                finals[side][touched] = after[local_start + seqs[side].lengths[touched] - 1]
-        self._advanced = {"ratings": fed, "seqs": seqs, "final": finals}
-        return {"ratings": len(ratings), "users": int(ratings["user_idx"].nunique()),
-                "items": int(ratings["item_idx"].nunique())}
-
-    def reset_states(self) -> None:
-        """Forget what advance() fed: back to the states at the end of training."""
-        self._advanced = None
+        return self._dynamic_score(user_final[users], item_final[items]) + self._stationary_score(users, items)
 
     # ------------------------------------------------------------------ training (Section 3.4)
     def train_loader(self, data) -> "PhaseBatches":
@@ -421,7 +351,8 @@ class RRN(RatingModel):
             own.register_hook(lambda g: g * scale[:, None])
         other_idx = take_rows(seqs.other, batch.ratings)  # (N,)
         other = take_rows(self._factors(OTHER_SIDE[side]).weight.detach(), other_idx)  # (N, k) frozen
-        pred = (own_dynamic * other_dynamic).sum(-1) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset
+        user_dynamic, item_dynamic = (own_dynamic, other_dynamic) if side == "user" else (other_dynamic, own_dynamic)
+        pred = self._dynamic_score(user_dynamic, item_dynamic) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset
         reg = (per_entity * own.pow(2).sum(-1)).sum()
         if self.hparams.biases:
             own_bias = self._bias(side)(entities)  # (B, 1)

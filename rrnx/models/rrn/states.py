@@ -1,0 +1,142 @@
+"""RRN's states and predictions: the state cache, causal predictions at any time (Section 3.3) and
+the update without re-training (Section 4.5, `advance`).
+
+RRNStates is a mixin of RRN (model.py); it uses the model's networks (`_net`, `_hidden`,
+`_factors`), its hyperparameters and the attached training data (`_sides`, `_test_start`), and
+keeps `_state_cache` (per side: the optimizer-step version it was computed at, the state before
+each training row, the final states) and `_advanced` (what advance() fed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rrnx.errors import RrnxError
+from rrnx.models.rrn.sequences import (SideTensors, extended_side, gather, ranges, ratings_frame_arrays,
+                                       row_budget_batches, take_rows)
+
+
+class RRNStates:
+    """States and predictions of a trained RRN; see the module docstring for what it needs from RRN."""
+
+    def _clear_states(self) -> None:
+        self._state_cache = {}
+        self._advanced = None
+
+    # ------------------------------------------------------------------ states
+    def _states_after_rows(self, side: str, seqs: SideTensors, entities: torch.Tensor):
+        """Projected state after every row of `entities` (local CSR in the given order): (R, D), (K,).
+        Plain no-grad tensors even inside Lightning's inference mode (they are reused in training)."""
+        with torch.inference_mode(False), torch.no_grad():
+            net = self._net(side)
+            lengths = seqs.lengths[entities]  # (K,)
+            local_start = torch.cumsum(lengths, 0) - lengths  # (K,)
+            after = torch.empty(int(lengths.sum()), self._net(side).project.out_features)  # (R, D)
+            for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
+                batch = gather(seqs, entities[chunk])
+                hidden = self._hidden(net, seqs, batch)  # (R_b, H)
+                after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
+            return after, local_start
+
+    def _cached_states(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(state before each training row (n_active, D), final state (n_entities, D)) of one side,
+        recomputed only when that side's parameters changed."""
+        cached = self._state_cache.get(side)
+        if cached is not None and cached[0] == self._version[side]:
+            return cached[1], cached[2]
+        seqs = self._sides[side]
+        after, _ = self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))  # (n_active, D)
+        first = seqs.features[:, 0] > 0  # 1_newbie marks each entity's first row
+        with torch.inference_mode(False), torch.no_grad():
+            before = torch.empty_like(after)  # (n_active, D): the state after the previous row ...
+            before[1:] = after[:-1]
+            before[first] = self._net(side).project.bias  # ... or the initial state for a first row
+        final = take_rows(after, seqs.offsets[1:] - 1)  # (n_entities, D)
+        self._state_cache[side] = (self._version[side], before, final)
+        return before, final
+
+    def _final_states(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._attached()
+        if self._advanced is not None:
+            return self._advanced["final"]["user"], self._advanced["final"]["item"]
+        return self._cached_states("user")[1], self._cached_states("item")[1]
+
+    @torch.no_grad()
+    def predict_at(self, data, users: torch.Tensor, items: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """Causal predictions at arbitrary times: each side's state after all its active steps strictly
+        before the step the timestamp falls in (at/after the training end: after all training steps)."""
+        self.attach(data)
+        users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
+        user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
+        item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
+        user_rows, item_rows = user_table[user_index], item_table[item_index]  # (Q, D + k) each
+        if self.hparams.dynamic_bias:
+            width = self.user_net.project.out_features
+            pred = (self._dynamic_score(user_rows[:, :width], item_rows[:, :width])
+                    + (user_rows[:, width:] * item_rows[:, width:]).sum(-1) + self.mean_offset)
+        else:  # one dot over [W u_t + b, u_i] . [W m_t + b, m_j]: eq. (7) in a single pass
+            pred = torch.einsum("qd,qd->q", user_rows, item_rows) + self.mean_offset
+        if self.hparams.biases:
+            pred = pred + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
+        return pred.float().clamp(self.rating_range[0], self.rating_range[1])
+
+    def _state_table_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor):
+        """Rows [dynamic state, stationary factors] of the entities queried (after each active step,
+        then each one's initial state) and, per query, the row to use; no sort over the queries."""
+        seqs = self._advanced["seqs"][side] if self._advanced is not None else self._sides[side]
+        present = torch.zeros(seqs.n_entities, dtype=torch.bool)
+        present[entities] = True
+        unique = torch.nonzero(present).squeeze(1)  # (K,)
+        inverse = (torch.cumsum(present, 0) - 1)[entities]  # (Q,) position of each query's entity in unique
+        after, local_start = self._states_after_rows(side, seqs, unique)  # (R, D), (K,)
+        lengths = seqs.lengths[unique]
+        row_step = seqs.step[ranges(seqs.offsets[unique], lengths)]  # (R,) entity-major, time order
+        query_step = torch.as_tensor(seqs.granularity.step_of(timestamps.numpy()))  # (Q,)
+        last_train_step = int(seqs.granularity.step_of(self._test_start - 1))
+        query_step = torch.where(timestamps >= self._test_start, query_step.clamp(min=last_train_step + 1), query_step)
+        low = int(min(row_step.min(), query_step.min()))
+        span = int(max(row_step.max(), query_step.max())) - low + 1
+        row_key = torch.repeat_interleave(torch.arange(len(unique)), lengths) * span + (row_step - low)  # sorted
+        query_start = local_start[inverse]  # (Q,)
+        before_count = torch.searchsorted(row_key, inverse * span + (query_step - low)) - query_start
+        index = torch.where(before_count > 0, query_start + before_count - 1, len(after) + inverse)  # (Q,)
+        factors = self._factors(side).weight[unique]  # (K, k)
+        initial = self._net(side).project.bias.expand(len(unique), -1)  # (K, D): h_0 = 0
+        table = torch.cat([torch.cat([after, factors.repeat_interleave(lengths, 0)], 1),
+                           torch.cat([initial, factors], 1)])  # (R + K, D + k)
+        return table, index
+
+    # ------------------------------------------------------------------ update without re-training (Section 4.5)
+    @torch.no_grad()
+    def advance(self, data, ratings: pd.DataFrame) -> dict:
+        """Feed newly observed ratings (user_idx, item_idx, rating, timestamp; after the training
+        period) through the trained networks; predictions then use the advanced states. Repeated
+        calls accumulate; `reset_states()` goes back to the training states."""
+        self.attach(data)
+        missing = {"user_idx", "item_idx", "rating", "timestamp"} - set(ratings.columns)
+        if missing:
+            raise RrnxError(f"advance: ratings lack the columns {', '.join(sorted(missing))}")
+        if len(ratings) and int(ratings["timestamp"].min()) < self._test_start:
+            raise RrnxError("advance: ratings must come after the training period (timestamp >= data.test_start)")
+        previous = self._advanced["ratings"] if self._advanced is not None else ratings.iloc[:0]
+        fed = pd.concat([previous, ratings[["user_idx", "item_idx", "rating", "timestamp"]]], ignore_index=True)
+        train = data.split.train
+        arrays = [np.concatenate([t, n]) for t, n in zip(ratings_frame_arrays(train), ratings_frame_arrays(fed))]
+        user_final, item_final = (f.clone() for f in self._final_states())
+        finals, seqs = {"user": user_final, "item": item_final}, {}
+        for side, column in (("user", "user_idx"), ("item", "item_idx")):
+            n = self.hparams.n_users if side == "user" else self.hparams.n_items
+            seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n)
+            touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)))
+            if len(touched):
+                after, local_start = self._states_after_rows(side, seqs[side], touched)
+                finals[side][touched] = after[local_start + seqs[side].lengths[touched] - 1]
+        self._advanced = {"ratings": fed, "seqs": seqs, "final": finals}
+        return {"ratings": len(ratings), "users": int(ratings["user_idx"].nunique()),
+                "items": int(ratings["item_idx"].nunique())}
+
+    def reset_states(self) -> None:
+        """Forget what advance() fed: back to the states at the end of training."""
+        self._advanced = None
