@@ -27,7 +27,7 @@ from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
-from rrnx.recipe import check_recipe, dump_recipe, load_recipe
+from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
 from rrnx.training import evaluate_model, fit_model, predict_model
 
@@ -84,7 +84,8 @@ def build_model(cls: type, recipe: dict, data: TemporalDataModule, resume: bool 
         model = cls(n_users=data.n_users, n_items=data.n_items, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch refusing a negative size
         raise RrnxError(f"model {recipe['model']['name']!r}: {exc}; check the model.* values") from None
-    if model.num_parameters() == 0:
+    tensors = list(model.parameters())  # not num_parameters(): a model fitted outside torch counts 0 until fitted
+    if tensors and all(p.numel() == 0 for p in tensors):
         raise RrnxError(f"model {recipe['model']['name']!r}: these settings give a model with no parameters "
                         f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}); sizes such as model.dim must be at least 1")
     model.set_data_stats(data.rating_range, data.rating_mean)
@@ -116,6 +117,10 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     before any data loads (docs/reliability.md)."""
     quiet_lightning()
     say = (lambda *a: None) if quiet else print
+    if not resume:
+        recipe, notes = resolve_model(recipe)
+        for note in notes:
+            say(f"note: {note}")
     run = RunDir(run_dir if run_dir else default_run_dir(recipe))
     with run.lock():
         recipe, resume = claim(run, recipe, resume, overwrite, say)
@@ -127,7 +132,7 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
     what was asked; a folder that cannot serve the request is one line saying what would."""
     if resume:
         if not run.is_run():
-            hint = (f"; it stopped before recording its recipe: rerun with the recipe and --overwrite"
+            hint = ("; it stopped before recording its recipe: rerun with the recipe and --overwrite"
                     if run.file(RunDir.INCOMPLETE).exists() else ": not a run directory")
             raise RrnxError(f"{run}: nothing to resume (no {RunDir.RECIPE}){hint}")
         recipe = load_recipe(run.file(RunDir.RECIPE))
@@ -175,6 +180,7 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     if resume:
         run.check_data(data_fingerprint(data), data.split.summary, allow_data_change)
     say(format_summary(data.split.summary, f"Split ({recipe['model']['name']}):"))
+    say(describe_model(recipe["model"]))
     model = build_model(cls, recipe, data, resume)
 
     run.begin()
