@@ -203,8 +203,9 @@ def with_intervals(table: pd.DataFrame, recipe: dict) -> pd.DataFrame:
     with a paired bootstrap 95% interval (rrnx.intervals) over the runs' predictions.parquet."""
     from rrnx.intervals import paired_differences
     from rrnx.run import build_datamodule
+    from rrnx.rundir import RunDir
 
-    frames = {r["model"]: pd.read_parquet(Path(r["run_dir"]) / "predictions.parquet") for _, r in table.iterrows()}
+    frames = {r["model"]: pd.read_parquet(RunDir(r["run_dir"]).file(RunDir.PREDICTIONS)) for _, r in table.iterrows()}
     first = next(iter(frames.values()))
     for name, frame in frames.items():
         if not frame[["user", "item", "timestamp"]].equals(first[["user", "item", "timestamp"]]):
