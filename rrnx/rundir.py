@@ -44,13 +44,21 @@ def replace_atomically(path: Path, write) -> None:
             os.fsync(handle.fileno())
         os.replace(temp, path)
     except OSError as error:
-        temp.unlink(missing_ok=True)
+        _remove_quietly(temp)
         if error.filename is None or Path(str(error.filename)) == temp:  # name the file the user asked for
             raise OSError(error.errno, error.strerror or str(error), str(path)) from None
         raise
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _remove_quietly(temp)
         raise
+
+
+def _remove_quietly(path: Path) -> None:
+    """Removes a temp file if it is there; a read-only file system refuses even that (EROFS)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_json(path: Path, content) -> None:

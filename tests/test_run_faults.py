@@ -362,3 +362,21 @@ def test_a_real_full_disk_keeps_the_last_good_checkpoint(recipe, small_disk):
     assert not list(run_dir.rglob("*.tmp"))
     filler.unlink()
     assert main(["fit", "--resume", str(run_dir)]) == 0
+
+
+def test_writing_to_a_read_only_file_system_names_the_file(tmp_path, capsys):
+    """`rrnx update --out` and every run file go through replace_atomically: on a read-only mount the
+    error names the file asked for (not the temp file), so the CLI prints one line with it (exit 3)."""
+    from rrnx.rundir import replace_atomically
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        with pytest.raises(OSError) as error:
+            replace_atomically(mount / "out.parquet", lambda temp: pd.DataFrame({"a": [1]}).to_parquet(temp))
+        assert error.value.errno == errno.EROFS and error.value.filename == str(mount / "out.parquet")
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
