@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -211,11 +212,13 @@ class RunDir:
         if not self.is_finished():
             raise RrnxError(f"{self.path}: this run did not finish; resume it with `rrnx fit --resume {self.path}`")
 
-    def check_data(self, fingerprint: dict, summary: dict, allow_change: bool = False, say=None) -> None:
+    def check_data(self, fingerprint: dict, summary: dict, allow_change: bool = False) -> None:
         """Refuses data whose train/val/test fingerprint differs from the recorded one, naming the halves
         that changed; with `allow_change` says so and goes on, unless the users or items differ in
         number (the model's rows would then belong to other people)."""
-        recorded = self.read_json(self.MANIFEST).get("data_fingerprint", {})
+        manifest = self.read_json(self.MANIFEST)
+        recorded = manifest.get("data_fingerprint", {})
+        source = (manifest.get("data") or {}).get("path") or (manifest.get("data") or {}).get("format", "data")
         changed = [name for name in ("train", "val", "test") if recorded.get(name) != fingerprint.get(name)]
         if not changed:
             return
@@ -223,7 +226,7 @@ class RunDir:
         sizes = {"train": "train_size", "val": "val_size", "test": "test_half_size"}
         detail = ", ".join(f"{name} ({split.get(sizes[name], '?'):,} ratings recorded, {summary[sizes[name]]:,} now)"
                            if isinstance(split.get(sizes[name]), int) else name for name in changed)
-        what = f"{self.path}: the data differs from what this run was trained on: {detail}"
+        what = f"{self.path}: the data ({source}) differs from what this run was trained on: {detail}"
         shape = [(side, split.get(side), summary[side]) for side in ("users", "items")
                  if split.get(side) is not None and split.get(side) != summary[side]]
         if shape:
@@ -231,7 +234,7 @@ class RunDir:
             raise RrnxError(f"{what}; {counts}: the model cannot be used on this data; retrain with `rrnx fit`")
         if not allow_change:
             raise RrnxError(f"{what}; retrain with `rrnx fit`, or pass --allow-data-change to use the new data")
-        (say or print)(f"warning: {what}; going on (--allow-data-change)")
+        print(f"warning: {what}; going on (--allow-data-change)", file=sys.stderr)
 
     def check_checkpoint(self, which: str = "last") -> None:
         """Refuses, in one line, a checkpoint that does not load as weights (truncated, foreign, pickled

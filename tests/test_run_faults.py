@@ -241,7 +241,7 @@ def test_changed_data_is_refused_on_reuse(finished, tmp_path, capsys, command):
     assert "val (" in err and "train (" not in err  # names the halves that changed, only those
     if command[0] == "test":
         assert main([*args, "--allow-data-change"]) == 0
-        assert "warning" in capsys.readouterr().out
+        assert "warning" in capsys.readouterr().err
 
 
 def test_changed_user_count_is_refused_even_when_allowed(finished, tmp_path, capsys):
