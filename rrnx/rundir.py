@@ -114,7 +114,6 @@ class RunDir:
 
     def __init__(self, path) -> None:
         self.path = Path(path)
-        self._lock_handle = None
 
     def __str__(self) -> str:
         return str(self.path)
@@ -167,11 +166,9 @@ class RunDir:
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        self._lock_handle = handle
         try:
             yield self
         finally:
-            self._lock_handle = None
             if created and not self.contents():
                 self.file(self.LOCK).unlink(missing_ok=True)
                 self.path.rmdir()
