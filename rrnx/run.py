@@ -87,7 +87,8 @@ def build_model(cls: type, recipe: dict, data: TemporalDataModule, resume: bool 
     tensors = list(model.parameters())  # not num_parameters(): a model fitted outside torch counts 0 until fitted
     if tensors and all(p.numel() == 0 for p in tensors):
         raise RrnxError(f"model {recipe['model']['name']!r}: these settings give a model with no parameters "
-                        f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}); sizes such as model.dim must be at least 1")
+                        f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}); "
+                        "sizes such as model.dim must be at least 1")
     model.set_data_stats(data.rating_range, data.rating_mean)
     if kwargs.get("pmf_run") and not resume:  # RRN's pre-train from a PMF run: the model gets factors, not a path
         model.use_pmf(load_pmf_run(Path(kwargs["pmf_run"]), data, model.hparams.dim))
@@ -249,6 +250,18 @@ def manifest(recipe: dict, data: TemporalDataModule) -> dict:
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": recipe["data"],
             "data_fingerprint": data_fingerprint(data), "rating_range": list(data.rating_range),
             "rrnx_version": __import__("rrnx").__version__, "torch": torch.__version__, "lightning": L.__version__}
+
+
+def require_finite(metrics: dict) -> dict:
+    """A run whose validation or test RMSE is not a number (training diverged) is a failure, not a
+    result: the CLI says so and exits non-zero instead of printing NaN with exit 0. Sweeps call fit()
+    and record such a trial as failed themselves."""
+    bad = [key for key in ("val_rmse", "test_rmse") if not np.isfinite(metrics[key])]
+    if bad:
+        found = ", ".join(f"{key} is {metrics[key]}" for key in bad)
+        raise RrnxError(f"model {metrics['model']!r}: training diverged: {found}; "
+                        "lower the learning rate (model.lr) or check the data")
+    return metrics
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict]:

@@ -242,8 +242,9 @@ class RunDir:
                 warnings.simplefilter("ignore")
                 torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            raise RrnxError(f"{path}: refused: holds pickled objects other than weights; the run folder is damaged "
-                            f"or was tampered with: `rrnx fit RECIPE --run-dir {self.path} --overwrite` restarts it") from None
+            raise RrnxError(f"{path}: refused: holds pickled objects other than weights; the run folder is "
+                            f"damaged or was tampered with: `rrnx fit RECIPE --run-dir {self.path} --overwrite` "
+                            "restarts it") from None
         except Exception as error:  # torch and zipfile raise many types for a damaged file
             first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             raise RrnxError(f"{path}: damaged ({first}); the run cannot continue from it: "

@@ -67,3 +67,10 @@ def test_a_float_in_exponent_notation_is_read_as_a_float(tmp_path):
     assert main(["fit", str(tiny_csv_recipe(tmp_path)), "--run-dir", str(run_dir), "--model.lr=1e-2"]) == 0
     from rrnx.recipe import load_recipe
     assert load_recipe(run_dir / "recipe.yaml")["model"]["lr"] == 0.01
+
+
+def test_a_diverged_training_is_not_a_result(tmp_path, capsys):
+    """A learning rate that makes every RMSE NaN exits 2 saying so, instead of printing NaN with exit 0."""
+    code = main(["fit", str(tiny_csv_recipe(tmp_path)), "--run-dir", str(tmp_path / "run"), "--model.lr=1e30"])
+    err = capsys.readouterr().err
+    assert code == EXIT_REFUSED and "training diverged" in err and "val_rmse is nan" in err

@@ -24,16 +24,16 @@ def add_arguments(parser) -> None:
 def run(args, overrides) -> int:
     from rrnx.errors import RrnxError
     from rrnx.recipe import apply_overrides, load_recipe
-    from rrnx.run import fit
+    from rrnx.run import fit, require_finite
 
     if args.resume:
         if overrides or args.recipe or args.overwrite:
             raise RrnxError("--resume continues a run exactly as it was recorded; give no recipe, overrides "
                             "or --overwrite")
-        fit({}, args.resume, resume=True, allow_data_change=args.allow_data_change)
+        require_finite(fit({}, args.resume, resume=True, allow_data_change=args.allow_data_change))
         return 0
     if not args.recipe:
         raise RrnxError("a recipe is required, e.g. rrnx fit recipes/synthetic.yaml")
     recipe = apply_overrides(load_recipe(args.recipe), overrides)
-    fit(recipe, args.run_dir, overwrite=args.overwrite)
+    require_finite(fit(recipe, args.run_dir, overwrite=args.overwrite))
     return 0

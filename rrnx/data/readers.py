@@ -325,7 +325,8 @@ def _mapping(columns: dict | None, found: list[str], path: Path) -> dict[str, st
     mapping = {name: (columns or {}).get(name, name) for name in CANONICAL_COLUMNS}
     missing = [f"{name}->{column!r}" for name, column in mapping.items() if column not in found]
     if missing:
-        raise DataError(f"{path.name}: column(s) {', '.join(missing)} not in the file; its columns are {excerpt(found)}; "
+        raise DataError(f"{path.name}: column(s) {', '.join(missing)} not in the file; "
+                        f"its columns are {excerpt(found)}; "
                         f"pass columns={{'user': ..., 'item': ..., 'rating': ..., 'timestamp': ...}}")
     return mapping
 

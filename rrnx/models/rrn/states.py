@@ -169,7 +169,8 @@ class RRNStates:
         latest = np.full(self._sides[side].n_entities, np.iinfo(np.int64).min)  # latest fed time in that step
         np.maximum.at(latest, fed[f"{side}_idx"].to_numpy(np.int64)[in_step], fed_time[in_step])
         times = timestamps.numpy()
-        bad = (times >= self._test_start) & (granularity.step_of(times) <= straddled) & (latest[entities.numpy()] >= times)
+        in_straddled = (times >= self._test_start) & (granularity.step_of(times) <= straddled)
+        bad = in_straddled & (latest[entities.numpy()] >= times)  # (Q,) a fed rating of its step is not earlier
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             when = lambda ts: pd.Timestamp(int(ts), unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M")  # noqa: E731
