@@ -29,7 +29,7 @@ from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
 from rrnx.recipe import check_recipe, dump_recipe, load_recipe
-from rrnx.training import evaluate_model, fit_model, predict_model
+from rrnx.training import RngState, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = "INCOMPLETE"
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
@@ -129,7 +129,7 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=str(run_dir), logger=logger,
-                        callbacks=[history, best, last, *(callbacks or [])], **trainer_cfg)
+                        callbacks=[history, RngState(), best, last, *(callbacks or [])], **trainer_cfg)
     start = time.perf_counter()
     fit_model(trainer, model, data, ckpt_path=str(last_ckpt) if resume else None)
     train_seconds = time.perf_counter() - start

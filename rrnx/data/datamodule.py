@@ -38,6 +38,14 @@ class TripleBatches:
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
 
+    def state_dict(self) -> dict:
+        """The shuffling generator's state: checkpoints keep it (rrnx.training.RngState), so a resumed
+        run draws the orders an uninterrupted one would."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
         for start in range(0, self.n, self.batch_size):
