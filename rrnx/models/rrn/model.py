@@ -32,6 +32,7 @@ PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
 PRETRAIN_SECONDS = "time/pretrain_s"
 RATING_INPUTS = ("scaled", "raw")
 INPUT_NORMS = ("sum", "sqrt", "mean")
+STEP_STATS = (False, True, "mean", "residual")
 
 
 class SideNetwork(nn.Module):
@@ -39,21 +40,29 @@ class SideNetwork(nn.Module):
     of eq. (7) (W_user, b_user for users; W_movie, b_movie for items)."""
 
     def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
-                 context_dim: int = 3):
+                 context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True):
         super().__init__()
-        self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum")  # W_embed's x_t columns
+        # W_embed's x_t columns (None: the LSTM reads only the context columns)
+        self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
         # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
         self.embed_context = nn.Linear(context_dim, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers)
-        self.project = nn.Linear(hidden, dynamic_dim)
-        nn.init.normal_(self.embed_ratings.weight, std=0.1)
-        nn.init.normal_(self.project.weight, std=0.01)  # start near the PMF pre-train: dynamic part ~ b.b
+        # W u_t + b of eq. (7), (D,); with dynamic_bias one more output: a scalar added to the rating
+        self.project = nn.Linear(hidden, dynamic_dim + int(dynamic_bias))
+        if rating_embedding:
+            nn.init.normal_(self.embed_ratings.weight, std=0.1)
+        nn.init.normal_(self.project.weight, std=0.01)  # start near the pre-train: dynamic part ~ b.b
+        if dynamic_bias:
+            nn.init.zeros_(self.project.bias[dynamic_dim:])  # the dynamic bias starts at 0
 
     def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor,
                 stats: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state after each row of the batch, (R, H); `stats` (R, 2): extra context columns."""
-        y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
-                               per_sample_weights=weights)  # (R, E)
+        if self.embed_ratings is not None:
+            y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
+                                   per_sample_weights=weights)  # (R, E)
+        else:
+            y = torch.zeros(len(batch.rows), self.embed_context.out_features)  # (R, E)
         # eq. (5), (R, E): + the context columns; the weight passed row-major so that its gradient is
         # features^T grad (3 x R x 40), not grad^T features, which MKL runs ~3x slower
         context = self.embed_context
@@ -98,8 +107,21 @@ class RRN(RRNStates, RatingModel):
         init_std: standard deviation of the stationary factors' initialisation.
         eval_batch_rows: active steps per batch in the no-grad passes (caches, evaluation).
         step_stats: beyond the paper, off by default: append to each row's context columns of
-            eq. (5) the step's mean rating (minus the training mean, divided by the scale's maximum)
-            and log(1 + the step's rating count); statistics of the step's own ratings, like x_t.
+            eq. (5) two statistics of the step's own ratings (like x_t): their mean (True or "mean":
+            the mean rating minus the training mean; "residual": the mean of rating minus the
+            stationary part's prediction, i.e. how far the step departs from the static model),
+            divided by the scale's maximum, and log(1 + the step's rating count).
+        dynamic_bias: beyond the paper, off by default: each side's projection gets one more
+            output, a scalar added to the rating (eq. 7 + b_u(t) + b_j(t)), so that a level change of
+            a user or an item (a trend, an award bump, a rating-scale shift) needs no coordination of
+            the two D-dimensional states; it starts at 0.
+        rating_embedding: False drops eq. (5)'s x_t term (the n_other x embed_dim embedding of who
+            rated what): the LSTMs then read only the context columns (and the step statistics).
+        stationary_epoch: epoch 0 trains nothing after the pre-train, so its validation RMSE is the
+            stationary part's alone and best-epoch selection keeps it when the joint epochs do not
+            beat it on validation (RRN is then never worse on validation than its own static model).
+        pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
+            epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
     """
 
     def __init__(self, n_users: int, n_items: int, dim: int = 20, reg: float = 0.01, lr: float = 0.01,
@@ -109,17 +131,22 @@ class RRN(RRNStates, RatingModel):
                  user_batch_size: int = 256, item_batch_size: int = 64,
                  rating_input: str = "scaled", input_norm: str = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
-                 eval_batch_rows: int = 200_000, step_stats: bool = False):
+                 eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
+                 pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        if step_stats not in STEP_STATS:
+            raise ValueError(f"step_stats must be one of false, true, mean, residual; got {step_stats!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         context_dim = 5 if step_stats else 3
-        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim)
-        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim)
+        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
+                                    rating_embedding)
+        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
+                                    rating_embedding)
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
         nn.init.normal_(self.user_factors.weight, std=init_std)
@@ -151,8 +178,8 @@ class RRN(RRNStates, RatingModel):
                 self.mean_offset.fill_(rating_mean)
             else:  # eq. (7) as written: the mean lives in <b_user, b_movie>
                 level = (max(rating_mean, 0.0) / self.hparams.dynamic_dim) ** 0.5
-                self.user_net.project.bias.fill_(level)
-                self.item_net.project.bias.fill_(level)
+                self.user_net.project.bias[:self.hparams.dynamic_dim].fill_(level)
+                self.item_net.project.bias[:self.hparams.dynamic_dim].fill_(level)
 
     def attach(self, data) -> None:
         """Use `data` (a set-up TemporalDataModule) for states; the same data the model was trained on."""
@@ -204,13 +231,33 @@ class RRN(RRNStates, RatingModel):
         if not self.hparams.step_stats:
             return None
         count = batch.ratings_per_row.float()  # (R,) every active row has >= 1 rating
-        total = torch.zeros(len(count)).index_add_(0, batch.rating_row, take_rows(side.value, batch.ratings))
-        mean = (total / count - self.train_mean) / self.rating_range.abs().max().clamp(min=1e-6)
+        value = take_rows(side.value, batch.ratings)  # (N,)
+        if self.hparams.step_stats == "residual":
+            entity = take_rows(batch.entities, take_rows(batch.row_entity, batch.rating_row))  # (N,)
+            other = take_rows(side.other, batch.ratings)  # (N,)
+            users, items = (entity, other) if side.side == "user" else (other, entity)
+            with torch.no_grad():
+                value = value - self._stationary_score(users, items)  # (N,) departure from the static part
+            centre = 0.0
+        else:
+            centre = self.train_mean
+        total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
+        if self.hparams.step_stats == "residual":  # in units of a quarter of the scale's span (1 on 1..5)
+            mean = total / count / ((self.rating_range[1] - self.rating_range[0]) / 4).clamp(min=1e-6)
+        else:
+            mean = (total / count - centre) / self.rating_range.abs().max().clamp(min=1e-6)
         return torch.stack([mean, torch.log1p(count)], 1)
 
     def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> torch.Tensor:
         """eqs. (5)-(6): the hidden state after each row of the batch, (R, H)."""
         return net(side, batch, self._input_weights(side, batch), self._step_stats(side, batch))
+
+    def _dynamic_score(self, user_state: torch.Tensor, item_state: torch.Tensor) -> torch.Tensor:
+        """<W_user u_it + b_user, W_movie m_jt + b_movie> of eq. (7) (+ the two dynamic biases), (N,)."""
+        if not self.hparams.dynamic_bias:
+            return (user_state * item_state).sum(-1)
+        d = self.hparams.dynamic_dim
+        return (user_state[:, :d] * item_state[:, :d]).sum(-1) + user_state[:, d] + item_state[:, d]
 
     def _stationary_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """<u_i, m_j> (+ biases) (+ mean) of eq. (7), (Q,)."""
@@ -225,7 +272,7 @@ class RRN(RRNStates, RatingModel):
         """Validation/test ratings from the final extrapolated states (Section 3.3), (B,)."""
         user_final, item_final = self._final_states()
         users, items = batch["user"], batch["item"]
-        return (user_final[users] * item_final[items]).sum(-1) + self._stationary_score(users, items)
+        return self._dynamic_score(user_final[users], item_final[items]) + self._stationary_score(users, items)
 
     # ------------------------------------------------------------------ training (Section 3.4)
     def train_loader(self, data) -> "PhaseBatches":
@@ -254,6 +301,8 @@ class RRN(RRNStates, RatingModel):
         self._phase_seconds = {side: 0.0 for side in SIDES}
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        if self.hparams.stationary_epoch and self.current_epoch == 0:
+            return  # epoch 0 validates the pre-trained stationary part alone
         start = time.perf_counter()
         side = batch["side"]
         other_before, _ = self._cached_states(OTHER_SIDE[side])  # (n_other_active, D), frozen in this phase
@@ -288,7 +337,8 @@ class RRN(RRNStates, RatingModel):
             own.register_hook(lambda g: g * scale[:, None])
         other_idx = take_rows(seqs.other, batch.ratings)  # (N,)
         other = take_rows(self._factors(OTHER_SIDE[side]).weight.detach(), other_idx)  # (N, k) frozen
-        pred = (own_dynamic * other_dynamic).sum(-1) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset
+        user_dynamic, item_dynamic = (own_dynamic, other_dynamic) if side == "user" else (other_dynamic, own_dynamic)
+        pred = self._dynamic_score(user_dynamic, item_dynamic) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset
         reg = (per_entity * own.pow(2).sum(-1)).sum()
         if self.hparams.biases:
             own_bias = self._bias(side)(entities)  # (B, 1)

@@ -18,13 +18,18 @@ from rrnx.models.pmf import PMF
 
 def pretrain_stationary(model, data, pmf: PMF | None = None) -> None:
     """Fill model.user_factors / item_factors from `pmf`, or else from PMF trained inline for
-    pretrain_epochs; a no-op with neither."""
+    pretrain_epochs; a no-op with neither. With `biases` (and no `pmf`), the pre-train is RRN's own
+    stationary part (mean + b_u + b_j + <u_i, m_j>: biased MF), trained in place."""
     hp = model.hparams
     if pmf is None and hp.pmf_run:
         raise RrnxError(f"model.pmf_run={hp.pmf_run}: the PMF run's factors are handed to the model before training "
                         "(rrnx fit does it: rrnx.run.load_pmf_run, then model.use_pmf)")
+    if pmf is None and hp.biases:
+        if hp.pretrain_epochs > 0:
+            train_biased(model, data, hp.lr, hp.reg, hp.pretrain_epochs, hp.pretrain_patience)
+        return
     if pmf is None and hp.pretrain_epochs > 0:
-        pmf = train_pmf(data, hp.dim, hp.reg, hp.lr, hp.init_std, hp.pretrain_epochs)
+        pmf = train_pmf(data, hp.dim, hp.reg, hp.lr, hp.init_std, hp.pretrain_epochs, hp.pretrain_patience)
     if pmf is None:
         return
     with torch.no_grad():
@@ -35,16 +40,73 @@ def pretrain_stationary(model, data, pmf: PMF | None = None) -> None:
             model.item_net.project.bias.zero_()
 
 
-def train_pmf(data, dim: int, reg: float, lr: float, init_std: float, epochs: int) -> PMF:
+def train_pmf(data, dim: int, reg: float, lr: float, init_std: float, epochs: int, patience: int = 0) -> PMF:
     pmf = PMF(data.n_users, data.n_items, dim=dim, reg=reg, lr=lr, center=True, init_std=init_std)
     pmf.set_data_stats(data.rating_range, data.rating_mean)
     optimizer = pmf.configure_optimizers()
-    loader = data.triples_loader("train", shuffle=True)
+
+    def loss(batch):
+        return pmf.training_step(batch, 0)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PMF.training_step logs; there is no trainer to log to here
-        for _ in range(epochs):
-            for i, batch in enumerate(loader):
-                optimizer.zero_grad()
-                pmf.training_step(batch, i).backward()
-                optimizer.step()
+        fit_epochs(pmf, loss, pmf.predict_ratings, optimizer, data, epochs, patience)
     return pmf
+
+
+def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int = 0) -> None:
+    """Biased MF on RRN's own stationary part, in place: mean + b_u + b_j + <u_i, m_j> (Koren,
+    Bell & Volinsky 2009), SparseAdam on rating triples with PMF's per-rating L2 `reg`."""
+    params = model._stationary_params("user") + model._stationary_params("item")
+    optimizer = torch.optim.SparseAdam(params, lr=lr)
+    with torch.no_grad():  # every state starts at its initial value b: the dynamic part is a constant
+        initial = model._dynamic_score(model.user_net.project.bias[None], model.item_net.project.bias[None])
+        offset = model.mean_offset + initial[0]
+
+    def loss(batch):
+        users, items = batch["user"], batch["item"]
+        u, m = model.user_factors(users), model.item_factors(items)  # (B, k) sparse gradients
+        bu, bi = model.user_bias(users)[:, 0], model.item_bias(items)[:, 0]  # (B,)
+        pred = (u * m).sum(-1) + bu + bi + offset
+        penalty = (u ** 2).sum(-1) + (m ** 2).sum(-1) + bu ** 2 + bi ** 2
+        return ((pred - batch["rating"]) ** 2).mean() + reg * penalty.mean()
+
+    def predict(batch):
+        return model._stationary_score(batch["user"], batch["item"]) + initial[0]
+
+    fit_epochs(model, loss, predict, optimizer, data, epochs, patience)
+
+
+def fit_epochs(module, loss, predict, optimizer, data, epochs: int, patience: int) -> None:
+    """`epochs` passes over the shuffled training triples; with `patience` > 0, stop when the
+    validation RMSE has not improved for that many epochs and restore the best epoch's weights."""
+    loader = data.triples_loader("train", shuffle=True)
+    best, best_state, since = float("inf"), None, 0
+    for _ in range(epochs):
+        for batch in loader:
+            optimizer.zero_grad()
+            loss(batch).backward()
+            optimizer.step()
+        if patience <= 0:
+            continue
+        rmse = validation_rmse(predict, data, module.rating_range)
+        if rmse < best:
+            best, since = rmse, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            since += 1
+            if since >= patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+
+
+@torch.no_grad()
+def validation_rmse(predict, data, rating_range: torch.Tensor) -> float:
+    total, count = 0.0, 0
+    for batch in data.triples_loader("val"):
+        pred = predict(batch).clamp(rating_range[0], rating_range[1])
+        total += float(((pred - batch["rating"]) ** 2).sum())
+        count += len(pred)
+    return (total / max(count, 1)) ** 0.5
+

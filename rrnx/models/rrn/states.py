@@ -33,7 +33,7 @@ class RRNStates:
             net = self._net(side)
             lengths = seqs.lengths[entities]  # (K,)
             local_start = torch.cumsum(lengths, 0) - lengths  # (K,)
-            after = torch.empty(int(lengths.sum()), self.hparams.dynamic_dim)  # (R, D)
+            after = torch.empty(int(lengths.sum()), self._net(side).project.out_features)  # (R, D)
             for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
                 batch = gather(seqs, entities[chunk])
                 hidden = self._hidden(net, seqs, batch)  # (R_b, H)
@@ -71,8 +71,13 @@ class RRNStates:
         users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
         user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
         item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
-        # one gather and one dot over [W u_t + b, u_i] . [W m_t + b, m_j]: eq. (7) in a single pass
-        pred = torch.einsum("qd,qd->q", user_table[user_index], item_table[item_index]) + self.mean_offset
+        user_rows, item_rows = user_table[user_index], item_table[item_index]  # (Q, D + k) each
+        if self.hparams.dynamic_bias:
+            width = self.user_net.project.out_features
+            pred = (self._dynamic_score(user_rows[:, :width], item_rows[:, :width])
+                    + (user_rows[:, width:] * item_rows[:, width:]).sum(-1) + self.mean_offset)
+        else:  # one dot over [W u_t + b, u_i] . [W m_t + b, m_j]: eq. (7) in a single pass
+            pred = torch.einsum("qd,qd->q", user_rows, item_rows) + self.mean_offset
         if self.hparams.biases:
             pred = pred + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
         return pred.float().clamp(self.rating_range[0], self.rating_range[1])
