@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from rrnx.data.datamodule import TripleBatches
+from rrnx.data.batches import Batches
 from rrnx.models.base import TEST_RMSE
 
 RNG_KEY = "rng"
@@ -56,7 +56,7 @@ class RngState(Callback):
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
         rng = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-        if isinstance(trainer.train_dataloader, TripleBatches):
+        if isinstance(trainer.train_dataloader, Batches):
             rng["train_loader"] = trainer.train_dataloader.state_dict()
         checkpoint[RNG_KEY] = rng
 
@@ -71,7 +71,7 @@ class RngState(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         """The training loader exists from here on, before its first batch is drawn."""
-        if self._loader_state is not None and isinstance(trainer.train_dataloader, TripleBatches):
+        if self._loader_state is not None and isinstance(trainer.train_dataloader, Batches):
             trainer.train_dataloader.load_state_dict(self._loader_state)
         self._loader_state = None
 

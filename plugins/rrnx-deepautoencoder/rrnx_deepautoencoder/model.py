@@ -13,8 +13,9 @@ and a second step is taken on ||f(y) - y||^2 over all items. Adam replaces the p
 momentum so that rrnx's ten epochs suffice.
 
 Uses only rrnx's public plugin contract (docs/plugins.md): subclass RatingModel, take
-n_users/n_items plus typed hyperparameters, read the training matrix from the DataModule's
-rating_matrix("user"), feed rows through train_loader(data), and predict_ratings(batch) -> (B,).
+n_users/n_items plus typed hyperparameters, read the training matrix from the data's
+rating_matrix("user") in attach(data), feed rows through train_loader(data) (rrnx's row_batches),
+and predict_ratings(batch) -> (B,).
 At prediction time a user's code is computed from their TRAINING ratings only.
 """
 
@@ -23,23 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rrnx.data.batches import Batches, row_batches
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-
-
-class UserRows:
-    """Shuffled mini-batches of user indices, {"rows": (B,) int64}: the model's train loader."""
-
-    def __init__(self, n_users: int, batch_size: int, seed: int = 0):
-        self.n_users, self.batch_size = n_users, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return (self.n_users + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(self.n_users, generator=self.generator)
-        for start in range(0, self.n_users, self.batch_size):
-            yield {"rows": order[start:start + self.batch_size]}
 
 
 def selu_stack(sizes: list[int]) -> nn.Sequential:
@@ -83,8 +69,8 @@ class DeepAutoencoder(RatingModel):
         if self.training_matrix is None:
             self.training_matrix = data.rating_matrix("user")  # training ratings only, never val/test
 
-    def train_loader(self, data) -> UserRows:
-        return UserRows(self.hparams.n_users, self.hparams.rows_per_batch, data.hparams.seed)
+    def train_loader(self, data) -> Batches:
+        return row_batches(self.hparams.n_users, self.hparams.rows_per_batch, data.hparams.seed)  # {"rows": (B,)}
 
     def dense_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The users' training rating vectors (B, I) and the mask of their observed entries (B, I)."""
