@@ -28,7 +28,7 @@ from torch import nn
 
 from rrnx.data.batches import Batches, row_batches
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-from rrnx.models.timesvdpp import csr_positions
+from rrnx.models.sparse import csr_positions
 
 SIDES = ("item", "user")
 

@@ -14,8 +14,8 @@ momentum so that rrnx's ten epochs suffice.
 
 Uses only rrnx's public plugin contract (docs/plugins.md): subclass RatingModel, take
 n_users/n_items plus typed hyperparameters, read the training matrix from the data's
-rating_matrix("user") in attach(data), feed rows through train_loader(data) (rrnx's row_batches),
-and predict_ratings(batch) -> (B,).
+rating_matrix("user") in attach(data), feed rows through train_loader(data), and
+predict_ratings(batch) -> (B,); with rrnx's public helpers row_batches and csr_positions.
 At prediction time a user's code is computed from their TRAINING ratings only.
 """
 
@@ -26,6 +26,7 @@ from torch import nn
 
 from rrnx.data.batches import Batches, row_batches
 from rrnx.models.base import TRAIN_LOSS, RatingModel
+from rrnx.models.sparse import csr_positions
 
 
 def selu_stack(sizes: list[int]) -> nn.Sequential:
@@ -78,9 +79,7 @@ class DeepAutoencoder(RatingModel):
             raise RuntimeError("DeepAutoencoder needs its training data: call model.attach(data) first")
         crow, col, val = (self.training_matrix.crow_indices(), self.training_matrix.col_indices(),
                           self.training_matrix.values())
-        start, counts = crow[users], crow[users + 1] - crow[users]  # (B,), (B,)
-        owner = torch.repeat_interleave(torch.arange(len(users)), counts)  # (N,) batch row of each entry
-        position = torch.arange(int(counts.sum())) - (torch.cumsum(counts, 0) - counts)[owner] + start[owner]  # (N,)
+        owner, position = csr_positions(crow, users)  # (N,) batch row and CSR position of each entry
         x = torch.zeros(len(users), self.hparams.n_items, device=self.global_mean.device)  # (B, I)
         observed = torch.zeros_like(x, dtype=torch.bool)  # (B, I)
         x[owner, col[position]] = val[position].to(x)
