@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from rrnx.checkpoints import load_model
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
@@ -197,9 +198,7 @@ def load_trained(run_dir: Path):
     recipe, metrics = load_run(run_dir)
     cls = check_recipe(recipe)
     data = build_datamodule(recipe)
-    ckpt = Path(run_dir) / "checkpoints" / "best.ckpt"
-    model = cls.load_from_checkpoint(str(ckpt), map_location="cpu")
-    model.eval()
+    model = load_model(cls, Path(run_dir) / "checkpoints" / "best.ckpt")
     return recipe, metrics, data, model
 
 
@@ -214,7 +213,7 @@ def load_pmf_run(run_dir: Path, data: TemporalDataModule, dim: int):
     if recorded != current:
         raise RrnxError(f"model.pmf_run: {run_dir} was trained on other training ratings (fingerprint {recorded} "
                         f"vs {current}); train PMF on this recipe's data and split first")
-    pmf = PMF.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
+    pmf = load_model(PMF, run_dir / "checkpoints" / "best.ckpt")
     found = tuple(pmf.user_factors.weight.shape), tuple(pmf.item_factors.weight.shape)
     wanted = (data.n_users, dim), (data.n_items, dim)
     if found != wanted:

@@ -5,7 +5,8 @@
 
 and likewise for test and predict with `model.eval_loader(data, split)`. The data (a set-up
 TemporalDataModule) knows no trainer and no model; a model never reaches for the trainer's data.
-`rrnx fit`, `rrnx test`, `rrnx bench` and the tests all train and evaluate through these functions.
+`rrnx fit`, `rrnx test`, `rrnx bench` and the tests all train and evaluate through these functions;
+a checkpoint they resume or evaluate is read with weights_only=True, as rrnx.checkpoints reads one.
 
 Process-wide concerns are the runner's too, the same for every model: the allocator tuning
 (`keep_freed_memory`, applied before training) and the RNG states in checkpoints (`RngState`), so
@@ -82,17 +83,19 @@ def fit_model(trainer, model, data, ckpt_path: str | None = None) -> None:
     keep_freed_memory()
     model.attach(data)
     trainer.fit(model, train_dataloaders=model.train_loader(data), val_dataloaders=model.eval_loader(data, "val"),
-                ckpt_path=ckpt_path)
+                ckpt_path=ckpt_path, weights_only=True)
 
 
 def evaluate_model(trainer, model, data, ckpt_path: str | None = None) -> float:
     """Test RMSE of `model` (at `ckpt_path` when given) on `data`'s test half."""
     model.attach(data)
-    results = trainer.test(model, dataloaders=model.eval_loader(data, "test"), ckpt_path=ckpt_path, verbose=False)
+    results = trainer.test(model, dataloaders=model.eval_loader(data, "test"), ckpt_path=ckpt_path, verbose=False,
+                           weights_only=True)
     return float(results[0][TEST_RMSE])
 
 
 def predict_model(trainer, model, data, split: str = "test", ckpt_path: str | None = None) -> torch.Tensor:
     """The model's clamped predictions of every rating of the split, in the split's order, (N,)."""
     model.attach(data)
-    return torch.cat(trainer.predict(model, dataloaders=model.eval_loader(data, split), ckpt_path=ckpt_path))
+    batches = trainer.predict(model, dataloaders=model.eval_loader(data, split), ckpt_path=ckpt_path, weights_only=True)
+    return torch.cat(batches)
