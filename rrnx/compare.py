@@ -19,16 +19,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from rrnx.errors import RecipeError, RrnxError
 from rrnx.loggers import summary_run
+from rrnx.tune import tune_model, write_tuned
 
 COLUMNS = ["model", "test_rmse", "val_rmse", "params", "size_bytes", "train_seconds", "best_epoch",
-           "settings", "run_dir"]
+           "vs_best_other", "diff", "ci_low", "ci_high", "settings", "run_dir"]
 HEADERS = {"model": "model", "test_rmse": "test RMSE", "val_rmse": "val RMSE", "params": "parameters",
-           "size_bytes": "size (bytes)", "train_seconds": "training time (s)", "best_epoch": "best epoch"}
+           "size_bytes": "size (bytes)", "train_seconds": "training time (s)", "best_epoch": "best epoch",
+           "diff": "vs best other (95% CI)"}
+MEAN_ROW = "mean (training)"  # predicts the training mean for every rating
+INTERVALS_NOTE = ("Last column: the model's test RMSE minus that of the best other model (the mean row "
+                  "left out), with a paired bootstrap 95% interval (1,000 resamples of the test rows, "
+                  "seed 0); an interval that excludes 0 is a difference the test rows support.")
 TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.png")
 
 
@@ -103,31 +110,60 @@ def default_out_dir() -> Path:
 
 
 def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir: Path | None = None,
-            command: str = "", quiet: bool = False) -> pd.DataFrame:
-    """Runs every model on the recipe's split; writes and returns the comparison table."""
+            command: str = "", quiet: bool = False, tune: int | None = None) -> pd.DataFrame:
+    """Runs every model on the recipe's split; writes and returns the comparison table. With
+    `tune`, each model first gets `tune` Optuna trials over its search space (rrnx.tune)."""
     plans, notes = plan_models(recipe, models)
+    if tune is not None and tune < 1:
+        raise RecipeError(f"--tune {tune}: the budget is a number of trials per model, at least 1")
     out = Path(out_dir) if out_dir else default_out_dir()
+    if tune:
+        check_tunable(plans)
     out.mkdir(parents=True, exist_ok=True)
     group = recipe["logger"].get("group") or out.resolve().name
     say = (lambda *a: None) if quiet else print
     for note in notes:
         say(f"note: {note}")
-    rows = []
+    rows, tuned, best_val = [], {}, {}
     for number, plan in enumerate(plans, 1):
-        say(f"[{number}/{len(plans)}] {plan.name} ({plan.settings}) -> {out / plan.name}")
         model_recipe = copy.deepcopy(recipe)
         model_recipe["model"] = plan.section
         model_recipe["logger"] = {**recipe["logger"], "group": group}
+        if tune:
+            say(f"[{number}/{len(plans)}] tuning {plan.name}: {tune} trials from ({plan.settings}) "
+                f"-> {out / 'tune' / plan.name}")
+            plan.section, best_val[plan.name] = tune_model(plan.name, model_class(plan.name), model_recipe,
+                                                           out / "tune" / plan.name, tune, say)
+            model_recipe["model"] = tuned[plan.name] = plan.section
+        say(f"[{number}/{len(plans)}] {plan.name} ({plan.settings}) -> {out / plan.name}")
         metrics = run_model(model_recipe, out / plan.name, quiet)
         rows.append({**{k: metrics[k] for k in COLUMNS if k in metrics}, "model": plan.name,
                      "settings": plan.settings, "run_dir": str(out / plan.name)})
     check_same_split(out, [p.name for p in plans])
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    if tune:
+        path = write_tuned(out, tuned, best_val, tune, command)
+        notes.append(f"tuned: {tune} trials per model (TPE, median pruner, validation RMSE); settings in {path.name}")
+        say(f"tuned settings written to {path}")
+    table = with_intervals(pd.DataFrame(rows, columns=COLUMNS), recipe)
     write_outputs(table, out, recipe, command, notes)
     log_to_wandb(table, out, recipe, group)
     say(markdown_table(table))
     say(f"comparison written to {out}/ ({', '.join(TABLE_FILES)})")
     return table
+
+
+def model_class(name: str) -> type:
+    from rrnx.registry import discover
+
+    return discover()[name].cls
+
+
+def check_tunable(plans: list[ModelPlan]) -> None:
+    """Every model must declare a search space, checked before any trial runs."""
+    from rrnx.tune import search_space
+
+    for plan in plans:
+        search_space(plan.name, model_class(plan.name))
 
 
 def run_model(recipe: dict, run_dir: Path, quiet: bool) -> dict:
@@ -161,13 +197,47 @@ def check_same_split(out: Path, names: list[str]) -> None:
                             f"({prints[first]} vs {prints[name]}); rerun into a fresh --out")
 
 
+def with_intervals(table: pd.DataFrame, recipe: dict) -> pd.DataFrame:
+    """Adds the mean-predictor row and, for every row, its test RMSE minus the best other model's
+    with a paired bootstrap 95% interval (rrnx.intervals) over the runs' predictions.parquet."""
+    from rrnx.intervals import paired_differences
+    from rrnx.run import build_datamodule
+
+    frames = {r["model"]: pd.read_parquet(Path(r["run_dir"]) / "predictions.parquet") for _, r in table.iterrows()}
+    first = next(iter(frames.values()))
+    for name, frame in frames.items():
+        if not frame[["user", "item", "timestamp"]].equals(first[["user", "item", "timestamp"]]):
+            raise RrnxError(f"{name}: predictions.parquet holds other test rows than {table['model'].iloc[0]}'s")
+    data = build_datamodule(recipe)  # the training mean and the validation half (cached parse)
+    val = data.split.frame("val")["rating"].to_numpy()
+    truth = first["rating"].to_numpy()
+    predictions = {name: frame["prediction"].to_numpy() for name, frame in frames.items()}
+    predictions[MEAN_ROW] = np.full(len(truth), data.rating_mean)
+    mean_row = {"model": MEAN_ROW, "test_rmse": float(np.sqrt(((truth - data.rating_mean) ** 2).mean())),
+                "val_rmse": float(np.sqrt(((val - data.rating_mean) ** 2).mean())), "params": 1, "size_bytes": 4,
+                "train_seconds": 0.0, "best_epoch": 0, "settings": "the training mean", "run_dir": ""}
+    table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
+    differences = paired_differences(truth, predictions, exclude_from_best=(MEAN_ROW,))
+    for column in ("vs_best_other", "diff", "ci_low", "ci_high"):
+        table[column] = [differences.get(m, {}).get("vs" if column == "vs_best_other" else column)
+                         for m in table["model"]]
+    return table[COLUMNS]
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     cells = [[str(r["model"]), f"{r['test_rmse']:.4f}", f"{r['val_rmse']:.4f}", f"{int(r['params']):,}",
-              f"{int(r['size_bytes']):,}", f"{r['train_seconds']:.1f}", str(int(r["best_epoch"]))]
+              f"{int(r['size_bytes']):,}", f"{r['train_seconds']:.1f}", str(int(r["best_epoch"])), difference(r)]
              for _, r in table.iterrows()]
-    header = [HEADERS[c] for c in COLUMNS[:7]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 6) + "|"]
+    header = [HEADERS[c] for c in COLUMNS[:7]] + [HEADERS["diff"]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 7) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def difference(row) -> str:
+    """'+0.0123 [+0.0050, +0.0190] vs pmf', or '' when there is no other model."""
+    if row.get("vs_best_other") is None or pd.isna(row.get("diff")):
+        return ""
+    return f"{row['diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] vs {row['vs_best_other']}"
 
 
 def write_outputs(table: pd.DataFrame, out: Path, recipe: dict, command: str, notes: list[str]) -> None:
@@ -179,11 +249,12 @@ def write_outputs(table: pd.DataFrame, out: Path, recipe: dict, command: str, no
     settings = [f"- {r['model']}: {r['settings']}" for _, r in table.iterrows()]
     text = [f"# Comparison {out.resolve().name}", "", f"Command: `{command}`" if command else "",
             "", "Split (the same for every model):", "", "```", format_summary(split), "```", "",
-            markdown_table(table), "", "Settings:", "", *settings]
+            markdown_table(table), "", INTERVALS_NOTE, "", "Settings:", "", *settings]
     text += ["", "Notes:", "", *[f"- {n}" for n in notes]] if notes else []
     (out / "comparison.md").write_text("\n".join(text) + "\n")
     table.to_csv(out / "comparison.csv", index=False)
-    plot(table, out / "comparison.png", recipe["data"].get("path") or recipe["data"].get("format", ""))
+    plot(table[table["model"] != MEAN_ROW], out / "comparison.png",
+         recipe["data"].get("path") or recipe["data"].get("format", ""))
 
 
 def plot(table: pd.DataFrame, path: Path, title: str) -> None:
@@ -218,7 +289,8 @@ def log_to_wandb(table: pd.DataFrame, out: Path, recipe: dict, group: str) -> No
         return
     import wandb
 
-    run.log({"comparison": wandb.Table(dataframe=table.astype({"settings": str, "run_dir": str})),
+    table = table.astype({"settings": str, "run_dir": str, "vs_best_other": str})
+    run.log({"comparison": wandb.Table(dataframe=table),
              "rmse_vs_size": wandb.Image(str(out / "comparison.png"))})
     for _, row in table.iterrows():
         run.summary[f"{row['model']}/test_rmse"] = float(row["test_rmse"])

@@ -108,6 +108,39 @@ def apply_overrides(recipe: dict, pairs: list[tuple[str, object]]) -> dict:
     return normalize(recipe, "command line")
 
 
+def resolve_model(recipe: dict) -> tuple[dict, list[str]]:
+    """The recipe with its `model:` section reduced to the named model's own settings, and notes.
+
+    A `model:` section holds `name:` plus per-model mappings keyed by model name
+    (`timesvdpp: {dim: 20}`), and may hold flat keys (`--model.dim=80` on the command line).
+    The named model gets its own mapping, then the flat keys it accepts on top; flat keys that
+    only another model accepts are dropped with a note (never carried silently); a key no
+    registered model knows is left in, for check_recipe to report."""
+    from rrnx.registry import constructor_params, discover
+
+    model = dict(recipe["model"])
+    name = model.get("name")
+    entries = discover()
+    if name not in entries or entries[name].error:
+        return recipe, []  # check_recipe names the problem
+    mappings = {k: model.pop(k) for k in list(model) if k in entries and isinstance(model[k], dict)}
+    model.pop("name")
+    accepted = constructor_params(entries[name].cls)
+    known = {key for entry in entries.values() if entry.cls is not None for key in constructor_params(entry.cls)}
+    dropped = sorted(k for k in model if k not in accepted and k in known)
+    notes = [f"model.{k}: not a setting of model {name!r} (another model's key), dropped" for k in dropped]
+    flat = {k: v for k, v in model.items() if k not in dropped}
+    resolved = copy.deepcopy(recipe)
+    resolved["model"] = {"name": name, **mappings.get(name, {}), **flat}
+    return resolved, notes
+
+
+def describe_model(section: dict) -> str:
+    """`name: key=value ...` of a resolved model section, for the log before training."""
+    settings = " ".join(f"{k}={v}" for k, v in section.items() if k != "name") or "its defaults"
+    return f"model {section['name']}: {settings}"
+
+
 def check_recipe(recipe: dict) -> type:
     """Validates every key against the signatures that consume it; returns the model class."""
     from rrnx.data.datamodule import TemporalDataModule

@@ -29,7 +29,7 @@ from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
-from rrnx.recipe import check_recipe, dump_recipe, load_recipe
+from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.training import RngState, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = "INCOMPLETE"
@@ -90,6 +90,11 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     """Trains the recipe's model; returns metrics.json's content. `callbacks` are extra Lightning
     callbacks (sweeps add their pruning callback here)."""
     quiet_lightning()
+    say = (lambda *a: None) if quiet else print
+    if not resume:
+        recipe, notes = resolve_model(recipe)
+        for note in notes:
+            say(f"note: {note}")
     cls = check_recipe(recipe) if not resume else None
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -108,8 +113,8 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     L.seed_everything(seed, workers=True, verbose=False)
 
     data = build_datamodule(recipe)  # user errors in the data surface here, before any file is written
-    say = (lambda *a: None) if quiet else print
     say(format_summary(data.split.summary, f"Split ({recipe['model']['name']}):"))
+    say(describe_model(recipe["model"]))
     model = build_model(cls, recipe, data, resume)
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from rrnx.checkpoints import load_model
 from rrnx.cli import main
 from rrnx.errors import RrnxError
 from rrnx.models.timesvdpp import TimeSVDpp
-from rrnx.recipe import SECTIONS, check_recipe, load_recipe
+from rrnx.recipe import SECTIONS, check_recipe, load_recipe, resolve_model
 from rrnx.registry import discover
 
 SMALL = ["--data.synthetic.n_users=400", "--data.synthetic.n_items=150", "--data.synthetic.n_ratings=8000",
@@ -85,7 +85,10 @@ def test_every_recipe_is_valid_and_starts_with_its_launch_command():
         entry = models.get(recipe["model"]["name"])
         if entry is None or entry.error:
             continue  # a model still being written is reported by `rrnx models`
-        check_recipe(recipe)
+        check_recipe(resolve_model(recipe)[0])
+        for name, settings in recipe["model"].items():  # per-model mappings: each valid for its model
+            if isinstance(settings, dict) and name in models and not models[name].error:
+                check_recipe(resolve_model({**recipe, "model": {**recipe["model"], "name": name}})[0])
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

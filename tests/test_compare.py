@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import tiny_csv_recipe
 from rrnx.cli import main
-from rrnx.compare import COLUMNS, parse_models, plan_models
+from rrnx.compare import COLUMNS, MEAN_ROW, parse_models, plan_models
 from rrnx.errors import RecipeError
-from rrnx.recipe import normalize
+from rrnx.intervals import paired_differences, rmse_interval
+from rrnx.recipe import load_recipe, normalize, resolve_model
 
 
 def test_parse_models_with_inline_settings():
@@ -53,7 +56,7 @@ def test_compare_writes_table_and_figure_and_reuses_runs(tmp_path, capsys):
             "--trainer.max_epochs=2", "--model.autorec-u.rows_per_batch=4"]
     assert main(argv) == 0
     table = pd.read_csv(out / "comparison.csv")
-    assert list(table.columns) == COLUMNS and table["model"].tolist() == ["pmf", "autorec-u"]
+    assert list(table.columns) == COLUMNS and table["model"].tolist() == ["pmf", "autorec-u", MEAN_ROW]
     for name in ("pmf", "autorec-u"):
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert table.set_index("model").loc[name, "test_rmse"] == pytest.approx(metrics["test_rmse"])
@@ -81,3 +84,74 @@ def test_wandb_summary_run_holds_table_and_figure(tmp_path):
 
 def tiny_recipe(tmp_path: Path, logger: str = "none") -> Path:
     return tiny_csv_recipe(tmp_path, logger, dim=8, reg=0.01)
+
+
+def test_tune_gives_every_model_the_same_budget_and_writes_tuned_settings(tmp_path, capsys):
+    out = tmp_path / "out"
+    recipe_path = tiny_csv_recipe(tmp_path, dim=20, reg=0.01)  # inside pmf's space: trial 0
+    argv = ["compare", str(recipe_path), "--models", "bias,pmf", "--tune", "3", "--out", str(out),
+            "--trainer.max_epochs=2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("trial   2 COMPLETE") + printed.count("trial   2 PRUNED") == 2  # progress, per model
+    tuned = yaml.safe_load((out / "tuned.yaml").read_text())["model"]
+    for name in ("bias", "pmf"):
+        trials = pd.read_csv(out / "tune" / name / "trials.csv")
+        assert len(trials) == 3  # the same budget for both
+        best = trials.iloc[0]
+        assert best["state"] == "complete"
+        searched = {c.split(".", 1)[1]: best[c] for c in trials.columns if c.startswith("model.")}
+        for key, value in searched.items():
+            assert tuned[name][key] == pytest.approx(value) if isinstance(value, float) else tuned[name][key] == value
+        metrics = json.loads((out / name / "metrics.json").read_text())  # the retrained best setting
+        assert metrics["val_rmse"] == pytest.approx(best["val_rmse"], abs=1e-6)
+    trial0 = pd.read_csv(out / "tune" / "pmf" / "trials.csv").set_index("trial").loc[0]
+    assert trial0["model.reg"] == pytest.approx(0.01)  # the recipe's setting is the first trial
+    recipe = load_recipe(recipe_path)
+    recipe["model"] = {**yaml.safe_load((out / "tuned.yaml").read_text())["model"], "name": "pmf"}
+    assert resolve_model(recipe)[0]["model"] == {"name": "pmf", **tuned["pmf"]}  # loadable as a model section
+
+
+def test_tune_needs_a_search_space_and_a_positive_budget(tmp_path, monkeypatch, capsys):
+    from rrnx.models.bias import Bias
+
+    recipe = tiny_recipe(tmp_path)
+    assert main(["compare", str(recipe), "--models", "bias", "--tune", "0", "--out", str(tmp_path / "a")]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    monkeypatch.delattr(Bias, "search_space")
+    assert main(["compare", str(recipe), "--models", "pmf,bias", "--tune", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "model 'bias' declares no search space" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_table_has_mean_row_and_paired_intervals(tmp_path):
+    out = tmp_path / "out"
+    assert main(["compare", str(tiny_recipe(tmp_path)), "--models", "bias,pmf", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "comparison.csv").set_index("model")
+    truth = pd.read_parquet(out / "pmf" / "predictions.parquet")["rating"].to_numpy()
+    assert MEAN_ROW in table.index and table.loc[MEAN_ROW, "params"] == 1
+    for name, other in (("bias", "pmf"), ("pmf", "bias")):
+        row = table.loc[name]
+        assert row["vs_best_other"] == other
+        assert row["diff"] == pytest.approx(row["test_rmse"] - table.loc[other, "test_rmse"], abs=1e-6)
+        assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+    assert table.loc["bias", "ci_low"] == pytest.approx(-table.loc["pmf", "ci_high"])  # paired: one set of draws
+    assert "vs best other (95% CI)" in (out / "comparison.md").read_text()
+    from rrnx.run import build_datamodule
+
+    train_mean = build_datamodule(load_recipe(tiny_recipe(tmp_path))).split.train["rating"].mean()
+    assert table.loc[MEAN_ROW, "test_rmse"] == pytest.approx(np.sqrt(((truth - train_mean) ** 2).mean()), rel=1e-5)
+
+
+def test_paired_bootstrap_separates_a_real_difference_from_noise():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(3, 1, 4000)
+    good, worse = truth + rng.normal(0, 0.8, 4000), truth + rng.normal(0, 0.9, 4000)
+    twin = good + rng.normal(0, 0.01, 4000)
+    result = paired_differences(truth, {"good": good, "worse": worse})
+    assert result["worse"]["vs"] == "good" and result["worse"]["ci_low"] > 0
+    assert result["good"]["ci_high"] < 0
+    noise = paired_differences(truth, {"good": good, "twin": twin})
+    assert noise["twin"]["ci_low"] < 0 < noise["twin"]["ci_high"]
+    low, high = rmse_interval(truth, good)
+    assert low < np.sqrt(((good - truth) ** 2).mean()) < high

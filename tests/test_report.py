@@ -178,7 +178,8 @@ def test_rrn_rises_after_the_bump_and_not_for_controls(effect_runs, same_cache):
 def test_report_on_rrn_and_pmf_has_every_figure(effect_runs, same_cache, tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, effect_runs), "--out", str(out), "--users", "100", "--active-users", "100",
-                 "--min-period-ratings", "3", "--min-test-ratings", "2", "--dpi", "50"]) == 0
+                 "--min-period-ratings", "3", "--min-test-ratings", "2", "--min-bucket-ratings", "1",
+                 "--dpi", "50"]) == 0
     html = (out / "index.html").read_text()
     assert "Skipped" not in html
     for name in ("exogenous", "endogenous", "scale_shift", "cold_start", "update", "granularity", "size_accuracy"):
@@ -204,3 +205,31 @@ def test_command_lists_every_analysis():
     from rrnx.report import ANALYSES
 
     assert ANALYSIS_KEYS == tuple(module.KEY for module in ANALYSES)
+
+
+def test_cold_start_intervals_and_minimum_bucket(pmf_run, same_cache):
+    (run,) = load_runs([pmf_run])
+    pred = run.predictions()
+    worse = pred.assign(prediction=pred["prediction"] + 0.5)
+    table = cold_start.cold_start_gain(pred, worse, run.data.split.train, "user")
+    assert ((table["gain_low"] <= table["gain"]) & (table["gain"] <= table["gain_high"])).all()
+    far = cold_start.cold_start_gain(pred, pred.assign(prediction=pred["prediction"] + 3.0), run.data.split.train, "user")
+    assert (far["gain_low"] > 0).all()  # a 3-star shift is a real difference in every bucket
+    same = cold_start.cold_start_gain(pred, pred.assign(prediction=pred["prediction"] + 1e-9), run.data.split.train, "user")
+    assert (same["gain_low"] <= 1e-6).all() and (same["gain_high"] >= -1e-6).all()
+    big = int(table["ratings"].median())
+    kept = cold_start.cold_start_gain(pred, worse, run.data.split.train, "user", min_bucket_ratings=big)
+    assert (kept["ratings"] >= big).all() and len(kept) < len(table)
+
+
+def test_update_buckets_have_item_bootstrap_intervals():
+    rng = np.random.default_rng(0)
+    per_item = pd.DataFrame({"item": range(40), "ratings": rng.integers(5, 30, 40),
+                             "fluctuation": rng.uniform(0, 2, 40), "rmse_static": rng.uniform(0.8, 1.2, 40)})
+    per_item["rmse_updated"] = per_item["rmse_static"] - 0.1
+    table = update.by_fluctuation(per_item)
+    assert len(table) == 4 and (table["improvement_low"] > 0).all()
+    assert ((table["improvement_low"] <= table["improvement"]) & (table["improvement"] <= table["improvement_high"])).all()
+    small = int(table["ratings"].min()) + 1
+    assert (update.by_fluctuation(per_item, min_bucket_ratings=small)["ratings"] >= small).all()
+    assert len(update.by_fluctuation(per_item, min_bucket_ratings=small)) == len(table) - (table["ratings"] < small).sum()

@@ -1,4 +1,4 @@
-"""rrnx compare RECIPE [--models a,b:key=value,...] [--out DIR] [--section.key=value ...]"""
+"""rrnx compare RECIPE [--models a,b:key=value,...] [--tune N] [--out DIR] [--section.key=value ...]"""
 
 import shlex
 import sys
@@ -15,6 +15,9 @@ def add_arguments(parser) -> None:
                         "pmf:dim=160:reg=0.01,timesvdpp,autorec-i,autorec-u (default: every importable model)")
     parser.add_argument("--out", type=Path, help="output directory (default runs/compare-TIMESTAMP); "
                         "one run per model in OUT/MODEL/")
+    parser.add_argument("--tune", type=int, metavar="N", help="first give every model the same budget of N "
+                        "Optuna trials (TPE, median pruning) over its declared search space on the validation "
+                        "half; the best setting is then retrained and tested; settings in OUT/tuned.yaml")
     parser.epilog = ("Override any recipe value with --section.key=value, as with rrnx fit; "
                      "--model.MODEL.key=value sets a key for one model only. See docs/results.md.")
 
@@ -26,5 +29,5 @@ def run(args, overrides) -> int:
     recipe = apply_overrides(load_recipe(args.recipe), overrides)
     models = parse_models(args.models) if args.models is not None else None
     command = "rrnx " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == [NAME] else ""
-    compare(recipe, models, args.out, command=command)
+    compare(recipe, models, args.out, command=command, tune=args.tune)
     return 0

@@ -27,6 +27,9 @@ def add_arguments(parser) -> None:
                         help="ratings a period needs to count in an item's fluctuation (footnote 2: 1000 on Netflix)")
     parser.add_argument("--min-test-ratings", type=int, default=20,
                         help="ratings an item needs in the second test step (Fig. 11; footnote 3: 100 on Netflix)")
+    parser.add_argument("--min-bucket-ratings", type=int, default=20,
+                        help="test ratings a bucket of the cold start and update figures needs to be shown "
+                        "(smaller buckets are noise; every bucket has a bootstrap 95%% interval)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sample")
     parser.add_argument("--dpi", type=int, default=100, help="resolution of the PNG figures")
 
@@ -48,13 +51,15 @@ def run(args, overrides) -> int:
             items = [int(x) for x in args.items.split(",") if x.strip()]
         except ValueError:
             raise RrnxError(f"--items: {args.items!r} is not a comma-separated list of integer item ids") from None
-    for name in ("users", "active_users", "items_per_group", "min_period_ratings", "min_test_ratings", "dpi"):
+    for name in ("users", "active_users", "items_per_group", "min_period_ratings", "min_test_ratings",
+                 "min_bucket_ratings", "dpi"):
         if getattr(args, name) < 1:
             raise RrnxError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(args, name)}")
     options = ReportOptions(n_users=args.users, n_active_users=args.active_users, items=items,
                             event_date=args.event_date, shift_date=args.shift_date,
                             items_per_group=args.items_per_group, fluctuation_threshold=args.fluctuation,
                             min_period_ratings=args.min_period_ratings, min_test_ratings=args.min_test_ratings,
+                            min_bucket_ratings=args.min_bucket_ratings,
                             seed=args.seed, dpi=args.dpi)
     command = "rrnx " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else "rrnx report"
     write_report(args.run_dirs, args.out, options, use_wandb=not args.no_wandb, only=only, command=command)

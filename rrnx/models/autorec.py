@@ -45,6 +45,10 @@ class AutoRec(RatingModel):
     """
 
     side: str = "item"  # the entity whose rating vector is encoded
+    # `rrnx compare --tune`'s search space (rrnx/sweep/spec.py's format)
+    search_space = {"model.hidden": [100, 200, 500],
+                    "model.l2": {"low": 1.0, "high": 1000.0, "log": True},
+                    "model.lr": {"low": 3.0e-4, "high": 1.0e-2, "log": True}}
 
     def __init__(self, n_users: int, n_items: int, hidden: int = 500, l2: float = 300.0, lr: float = 3e-3,
                  rows_per_batch: int = 128, init_std: float = 0.03):

@@ -52,6 +52,12 @@ class TimeSVDpp(RatingModel):
         init_std: standard deviation of the Gaussian initialisation of p_u, q_i and y_j.
     """
 
+    # `rrnx compare --tune`'s search space (rrnx/sweep/spec.py's format)
+    search_space = {"model.dim": [10, 20, 40, 80],
+                    "model.reg": {"low": 1.0e-3, "high": 1.0, "log": True},
+                    "model.time_reg": {"low": 0.1, "high": 100.0, "log": True},
+                    "model.lr": {"low": 1.0e-3, "high": 5.0e-2, "log": True}}
+
     def __init__(self, n_users: int, n_items: int, dim: int = 40, reg: float = 0.1, time_reg: float = 10.0,
                  lr: float = 1e-2, n_bins: int = 30, beta: float = 0.4, init_std: float = 0.05):
         super().__init__()

@@ -2,8 +2,10 @@
 
 Test ratings are bucketed by how many training ratings their user (Fig. 9) or item (Fig. 10)
 has, in log-spaced buckets (1, 2, 3-4, 5-8, ...); per bucket, the gain of run A over run B is
-(RMSE_B - RMSE_A) / RMSE_B. Both runs must predict the same test ratings: their manifests'
-data fingerprints must match.
+(RMSE_B - RMSE_A) / RMSE_B, with a paired bootstrap 95% interval (the bucket's ratings
+resampled, the same draws for both runs; rrnx.intervals). Buckets with fewer than
+`min_bucket_ratings` test ratings are left out: their gain is noise. Both runs must predict the
+same test ratings: their manifests' data fingerprints must match.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ def log_bucket(counts: np.ndarray) -> np.ndarray:
     return np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)
 
 
-def cold_start_gain(pred_a: pd.DataFrame, pred_b: pd.DataFrame, train: pd.DataFrame, side: str) -> pd.DataFrame:
-    """Per log bucket of `side` ('user' or 'item') training counts: entities, ratings, both RMSEs
-    and the relative gain of A over B. `pred_*` are predictions.parquet frames of one split."""
+def cold_start_gain(pred_a: pd.DataFrame, pred_b: pd.DataFrame, train: pd.DataFrame, side: str,
+                    min_bucket_ratings: int = 1) -> pd.DataFrame:
+    """Per log bucket of `side` ('user' or 'item') training counts: entities, ratings, both RMSEs,
+    the relative gain of A over B and its 95% interval (gain_low, gain_high). `pred_*` are
+    predictions.parquet frames of one split."""
     keys = ["user", "item", "timestamp"]
     both = pred_a[keys + ["rating", "prediction"]].merge(
         pred_b[keys + ["prediction"]], on=keys, suffixes=("_a", "_b"), validate="one_to_one")
@@ -49,7 +53,18 @@ def cold_start_gain(pred_a: pd.DataFrame, pred_b: pd.DataFrame, train: pd.DataFr
     table["low"] = np.where(table["bucket"] == 0, 1, 2 ** (table["bucket"] - 1).clip(lower=0) + 1)
     table["high"] = 2 ** table["bucket"]
     table["gain"] = (table["rmse_b"] - table["rmse_a"]) / table["rmse_b"]
-    return table.assign(side=side)
+    intervals = [gain_interval(rows["err_a"].to_numpy(), rows["err_b"].to_numpy())
+                 for _, rows in both.groupby("bucket")]  # same bucket order as the table
+    table["gain_low"], table["gain_high"] = zip(*intervals) if intervals else ((), ())
+    return table[table["ratings"] >= min_bucket_ratings].reset_index(drop=True).assign(side=side)
+
+
+def gain_interval(err_a: np.ndarray, err_b: np.ndarray) -> tuple[float, float]:
+    """Paired bootstrap 95% interval of (RMSE_B - RMSE_A) / RMSE_B from per-rating squared errors."""
+    from rrnx.intervals import percentile_interval, resample_rmse
+
+    draws = resample_rmse(np.stack([err_a, err_b]))  # (resamples, 2)
+    return percentile_interval((draws[:, 1] - draws[:, 0]) / np.maximum(draws[:, 1], 1e-12))
 
 
 def plot_cold_start(frame: pd.DataFrame):
@@ -60,8 +75,9 @@ def plot_cold_start(frame: pd.DataFrame):
         for pair, rows in sub.groupby("pair", sort=False):
             x = np.sqrt(rows["low"] * rows["high"])  # geometric middle of the bucket
             area = 300 * rows["entities"] / max(rows["entities"].max(), 1)
-            ax.plot(x, 100 * rows["gain"], lw=0.8, alpha=0.6)
-            ax.scatter(x, 100 * rows["gain"], s=np.maximum(area, 6), alpha=0.6, label=pair)
+            errors = [100 * (rows["gain"] - rows["gain_low"]), 100 * (rows["gain_high"] - rows["gain"])]
+            line = ax.errorbar(x, 100 * rows["gain"], yerr=errors, lw=0.8, alpha=0.6, capsize=2)
+            ax.scatter(x, 100 * rows["gain"], s=np.maximum(area, 6), alpha=0.6, label=pair, color=line[0].get_color())
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xscale("log")
         ax.set_xlabel(f"training ratings per {side}")
@@ -93,10 +109,15 @@ def section(runs, options: ReportOptions) -> Section:
         check_same_split(run_a, run_b)
         train = run_a.data.split.train
         for side in ("user", "item"):
-            table = cold_start_gain(run_a.predictions(), run_b.predictions(), train, side)
+            table = cold_start_gain(run_a.predictions(), run_b.predictions(), train, side, options.min_bucket_ratings)
             frames.append(table.assign(pair=f"{run_a.label} over {run_b.label}"))
     frame = pd.concat(frames, ignore_index=True)
+    if frame.empty:
+        raise Skip(f"no bucket has {options.min_bucket_ratings}+ test ratings; lower --min-bucket-ratings")
     caption = ("Relative RMSE gain (RMSE_B - RMSE_A) / RMSE_B on the test half, bucketed by the number of "
-               "training ratings of the rating's user (left) and item (right); marker area: users / items in the bucket.")
-    shown = frame[["pair", "side", "low", "high", "entities", "ratings", "rmse_a", "rmse_b", "gain"]].round(4)
+               "training ratings of the rating's user (left) and item (right); bars: paired bootstrap 95% "
+               f"intervals; buckets with fewer than {options.min_bucket_ratings} test ratings left out; "
+               "marker area: users / items in the bucket.")
+    shown = frame[["pair", "side", "low", "high", "entities", "ratings", "rmse_a", "rmse_b", "gain", "gain_low",
+                   "gain_high"]].round(4)
     return Section(KEY, TITLE, PAPER, caption, {KEY: plot_cold_start(frame)}, {"gain per bucket": shown}, frame)

@@ -25,6 +25,7 @@ class ReportOptions:
     fluctuation_threshold: float = 0.5  # footnote 2: fluctuation > 0.5
     min_period_ratings: int = 20  # footnote 2 asks 1000 per year on Netflix; scaled for small sets
     min_test_ratings: int = 20  # footnote 3 asks 100 in the test month on Netflix
+    min_bucket_ratings: int = 20  # bucketed figures (cold start, update) leave out smaller buckets
     seed: int = 0
     dpi: int = 100
 

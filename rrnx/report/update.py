@@ -5,7 +5,10 @@ halves together) are fed through the trained networks (`model.advance`), and the
 ratings are predicted with the advanced states and with the states at the end of training. The
 RMSE improvement is shown per bucket of item rating fluctuation: the highest minus the lowest
 mean rating over the item's steps (training and both test steps) with enough ratings; items
-with fewer than `min_test_ratings` ratings in the second step are left out (footnote 3).
+with fewer than `min_test_ratings` ratings in the second step are left out (footnote 3). Each
+bucket's improvement has a bootstrap 95% interval over its items (items resampled with their
+ratings, the same draws for both states), and buckets with fewer than `min_bucket_ratings`
+ratings are left out.
 """
 
 from __future__ import annotations
@@ -59,8 +62,9 @@ def update_without_retraining(model, data, min_test_ratings: int = 20, min_perio
     return per_item.reset_index(drop=True)
 
 
-def by_fluctuation(per_item: pd.DataFrame, buckets: int = 4) -> pd.DataFrame:
-    """Per fluctuation quantile bucket: items, ratings, pooled RMSEs and the improvement."""
+def by_fluctuation(per_item: pd.DataFrame, buckets: int = 4, min_bucket_ratings: int = 1) -> pd.DataFrame:
+    """Per fluctuation quantile bucket: items, ratings, pooled RMSEs, the improvement and its 95%
+    interval (improvement_low, improvement_high)."""
     bucket = pd.qcut(per_item["fluctuation"], min(buckets, len(per_item)), duplicates="drop")
     sq = per_item.assign(bucket=bucket.astype(str), se_static=per_item["rmse_static"] ** 2 * per_item["ratings"],
                          se_updated=per_item["rmse_updated"] ** 2 * per_item["ratings"])
@@ -70,7 +74,22 @@ def by_fluctuation(per_item: pd.DataFrame, buckets: int = 4) -> pd.DataFrame:
     table["rmse_static"] = np.sqrt(table.pop("se_static") / table["ratings"])
     table["rmse_updated"] = np.sqrt(table.pop("se_updated") / table["ratings"])
     table["improvement"] = table["rmse_static"] - table["rmse_updated"]
-    return table.drop(columns="low")
+    intervals = {name: improvement_interval(rows) for name, rows in sq.groupby("bucket", sort=False, observed=True)}
+    table["improvement_low"] = [intervals[b][0] for b in table["bucket"]]
+    table["improvement_high"] = [intervals[b][1] for b in table["bucket"]]
+    return table[table["ratings"] >= min_bucket_ratings].drop(columns="low").reset_index(drop=True)
+
+
+def improvement_interval(items: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95% interval of a bucket's pooled RMSE improvement, resampling its items."""
+    from rrnx.intervals import percentile_interval
+
+    se = items[["se_static", "se_updated"]].to_numpy()  # (n_items, 2) summed squared errors
+    counts = items["ratings"].to_numpy(np.float64)  # (n_items,)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(items), (resamples, len(items)))  # (resamples, n_items)
+    pooled = np.sqrt(se[picks].sum(1) / counts[picks].sum(1)[:, None])  # (resamples, 2)
+    return percentile_interval(pooled[:, 0] - pooled[:, 1])
 
 
 def plot_update(frame: pd.DataFrame):
@@ -81,7 +100,8 @@ def plot_update(frame: pd.DataFrame):
     for k, run in enumerate(runs):
         sub = frame[frame["run"] == run].reset_index(drop=True)
         x = np.arange(len(sub)) + (k - (len(runs) - 1) / 2) * width
-        ax.bar(x, sub["improvement"], width, label=run)
+        errors = [sub["improvement"] - sub["improvement_low"], sub["improvement_high"] - sub["improvement"]]
+        ax.bar(x, sub["improvement"], width, label=run, yerr=errors, capsize=2)
         for xi, yi, n in zip(x, sub["improvement"], sub["items"]):
             ax.annotate(f"{n}", (xi, yi), ha="center", va="bottom" if yi >= 0 else "top", fontsize=7)
         ax.set_xticks(np.arange(len(sub)), sub["bucket"], fontsize=7)
@@ -104,12 +124,16 @@ def section(runs, options: ReportOptions) -> Section:
             raise Skip(f"{run.run_dir}: no item has {options.min_test_ratings}+ ratings in the second test step "
                        "and a measurable fluctuation; lower --min-test-ratings")
         items.append(per_item.assign(run=run.label))
-        frames.append(by_fluctuation(per_item).assign(run=run.label))
+        frames.append(by_fluctuation(per_item, min_bucket_ratings=options.min_bucket_ratings).assign(run=run.label))
     frame = pd.concat(frames, ignore_index=True)
+    if frame.empty:
+        raise Skip(f"no fluctuation bucket has {options.min_bucket_ratings}+ ratings; lower --min-bucket-ratings")
     first, second, step = test_steps(able[0].data)
     caption = (f"Ratings of the first test step ({len(first):,}, item step {step}) fed through the trained model; "
                f"RMSE on the second step's ratings of items with at least {options.min_test_ratings} of them, "
-               "per quartile of item rating fluctuation.")
-    shown = frame[["run", "bucket", "items", "ratings", "rmse_static", "rmse_updated", "improvement"]].round(4)
+               "per quartile of item rating fluctuation; bars: bootstrap 95% intervals over items; buckets with "
+               f"fewer than {options.min_bucket_ratings} ratings left out.")
+    shown = frame[["run", "bucket", "items", "ratings", "rmse_static", "rmse_updated", "improvement",
+                   "improvement_low", "improvement_high"]].round(4)
     return Section(KEY, TITLE, PAPER, caption, {KEY: plot_update(frame)}, {"per fluctuation bucket": shown},
                    pd.concat(items, ignore_index=True))

@@ -236,10 +236,10 @@ def _enqueue(path: Path, enqueue, searched: set) -> list[dict]:
 
 def check_sweep(sweep: Sweep) -> type:
     """Validates the recipe keys (sample trial), sampler/pruner options; returns the model class."""
-    from rrnx.recipe import check_recipe
+    from rrnx.recipe import check_recipe, resolve_model
 
     sample = sweep.trial_recipe({p.key: p.sample_value() for p in sweep.space})
-    cls = check_recipe(sample)
+    cls = check_recipe(resolve_model(sample)[0])
     make_sampler(sweep)
     make_pruner(sweep)
     if sweep.sampler["name"] == "grid":
