@@ -1,6 +1,7 @@
 """The one batcher every rrnx loader is made of, and part of the public helper API for plugins
 (docs/plugins.md): rating triples (TemporalDataModule.triples_loader), rows of a training matrix
-(AutoRec, the example plugin: `row_batches`), anything held as equally long tensors."""
+(AutoRec, the example plugin: `row_batches`), a whole split at once (Bias, the Surprise plugin:
+`one_batch`), anything held as equally long tensors."""
 
 from __future__ import annotations
 
@@ -45,3 +46,9 @@ def row_batches(n_rows: int, batch_size: int, seed: int = 0) -> Batches:
     """Shuffled mini-batches of the row indices 0..n_rows-1, {"rows": (B,) int64}: a train loader over
     the rows of a training matrix (users or items), resumable like every Batches."""
     return Batches({"rows": torch.arange(n_rows)}, batch_size, shuffle=True, seed=seed)
+
+
+def one_batch(tensors: dict[str, torch.Tensor]) -> Batches:
+    """All rows in a single batch per epoch, in order: a train loader for a model that fits on the
+    whole set at once (closed-form sweeps, an external library's fit)."""
+    return Batches(tensors, max(len(next(iter(tensors.values()))), 1))
