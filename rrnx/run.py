@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from rrnx.checkpoints import load_model
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
@@ -29,7 +30,7 @@ from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
-from rrnx.training import evaluate_model, fit_model, predict_model
+from rrnx.training import RngState, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = "INCOMPLETE"
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
@@ -134,7 +135,7 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=str(run_dir), logger=logger,
-                        callbacks=[history, best, last, *(callbacks or [])], **trainer_cfg)
+                        callbacks=[history, RngState(), best, last, *(callbacks or [])], **trainer_cfg)
     start = time.perf_counter()
     fit_model(trainer, model, data, ckpt_path=str(last_ckpt) if resume else None)
     train_seconds = time.perf_counter() - start
@@ -202,9 +203,7 @@ def load_trained(run_dir: Path):
     recipe, metrics = load_run(run_dir)
     cls = check_recipe(recipe)
     data = build_datamodule(recipe)
-    ckpt = Path(run_dir) / "checkpoints" / "best.ckpt"
-    model = cls.load_from_checkpoint(str(ckpt), map_location="cpu")
-    model.eval()
+    model = load_model(cls, Path(run_dir) / "checkpoints" / "best.ckpt")
     return recipe, metrics, data, model
 
 
@@ -219,7 +218,7 @@ def load_pmf_run(run_dir: Path, data: TemporalDataModule, dim: int):
     if recorded != current:
         raise RrnxError(f"model.pmf_run: {run_dir} was trained on other training ratings (fingerprint {recorded} "
                         f"vs {current}); train PMF on this recipe's data and split first")
-    pmf = PMF.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
+    pmf = load_model(PMF, run_dir / "checkpoints" / "best.ckpt")
     found = tuple(pmf.user_factors.weight.shape), tuple(pmf.item_factors.weight.shape)
     wanted = (data.n_users, dim), (data.n_items, dim)
     if found != wanted:

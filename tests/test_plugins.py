@@ -102,3 +102,27 @@ def test_example_plugin_installs_and_trains_by_name(tmp_path):
     assert "deep-autoencoder  rrnx-deepautoencoder 0.1.0" in done.stdout
     assert "deep-autoencoder: best epoch 0" in done.stdout
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_the_ten_line_contract_in_the_docs_trains_and_evaluates():
+    """docs/plugins.md's example model, as printed there, goes through the runner's functions."""
+    import re
+
+    import lightning as L
+
+    from conftest import ratings_frame
+    from rrnx.data.datamodule import TemporalDataModule
+    from rrnx.training import evaluate_model, fit_model
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    code = re.search(r"## The contract in ten lines\n\n```python\n(.*?)```", text, re.S).group(1)
+    assert len(code[code.index("class MyModel"):].strip().splitlines()) == 10
+    namespace: dict = {}
+    exec(code, namespace)
+    data = TemporalDataModule.from_table(ratings_frame(), test_start="2010-03-10", batch_size=64)
+    model = namespace["MyModel"](n_users=data.n_users, n_items=data.n_items)
+    model.set_data_stats(data.rating_range, data.rating_mean)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    fit_model(trainer, model, data)
+    assert 0 < evaluate_model(trainer, model, data) < 10

@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from conftest import assert_resume_is_exact
 from rrnx.cli import main
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.errors import RrnxError
@@ -212,26 +213,9 @@ def test_pmf_run_is_resolved_by_the_runner_and_its_factors_start_the_training(tm
 
 # ---------------------------------------------------------------------------- resume
 
-class Kill(Callback):
-    """Dies as epoch 1 begins, after epoch 0's checkpoints are written."""
-
-    def on_train_epoch_start(self, trainer, model):
-        if trainer.current_epoch == 1:
-            raise RuntimeError("killed after epoch 0")
-
-
 @pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    full = fit(recipe(tmp_path, epochs=2), tmp_path / "full", quiet=True)
-    with pytest.raises(RuntimeError, match="killed"):
-        fit(recipe(tmp_path, epochs=2), tmp_path / "killed", quiet=True, callbacks=[Kill()])
-    resumed = fit({}, tmp_path / "killed", resume=True, quiet=True)
-    assert len(full["epochs"]) == 2
-    assert [e["val/rmse"] for e in resumed["epochs"]] == [e["val/rmse"] for e in full["epochs"]]
-    assert resumed["test_rmse"] == full["test_rmse"]
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(recipe(tmp_path, epochs=2), tmp_path)
 
 
 # ---------------------------------------------------------------------------- update without re-training

@@ -26,19 +26,10 @@ import torch
 from torch import nn
 
 from rrnx.models.base import TRAIN_LOSS, RatingModel
+from rrnx.models.sparse import csr_positions
 
 DAY = 86_400
 DAY_KEY_STRIDE = 1 << 20  # (user, day) key = user * stride + day; days since 1970 stay below 2**20 until 4840
-
-
-def csr_positions(offsets: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For CSR `offsets` and a batch of `rows`: (index of the batch row, position in the CSR arrays)
-    of every stored entry of those rows, without a Python loop."""
-    start, counts = offsets[rows], offsets[rows + 1] - offsets[rows]  # (R,), (R,)
-    owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)  # (N,)
-    first = torch.cumsum(counts, 0) - counts  # (R,) where each row's entries begin in the output
-    position = torch.arange(int(counts.sum()), device=rows.device) - first[owner] + start[owner]  # (N,)
-    return owner, position
 
 
 def scalar_table(n: int, init: float = 0.0) -> nn.Embedding:

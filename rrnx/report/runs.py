@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rrnx.checkpoints import load_model
 from rrnx.errors import RrnxError
 from rrnx.run import INCOMPLETE, build_datamodule, load_run
 
@@ -58,12 +59,7 @@ class ReportRun:
     def model(self):
         if self._model is None:
             from rrnx.recipe import check_recipe
-            cls = check_recipe(self.recipe)
-            ckpt = self.run_dir / "checkpoints" / "best.ckpt"
-            if not ckpt.is_file():
-                raise RrnxError(f"{self.run_dir}: no checkpoints/best.ckpt to load the model from")
-            self._model = cls.load_from_checkpoint(str(ckpt), map_location="cpu")
-            self._model.eval()
+            self._model = load_model(check_recipe(self.recipe), self.run_dir / "checkpoints" / "best.ckpt")
         return self._model
 
     def predictions(self) -> pd.DataFrame:
