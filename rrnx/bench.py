@@ -22,6 +22,7 @@ from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import time_split
 from rrnx.data.synthetic import PRESET_SPLITS, generate_preset
 from rrnx.models.rrn import RRN
+from rrnx.training import fit_model
 
 
 def peak_memory_gb() -> float:
@@ -100,11 +101,10 @@ def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int
     start = time.perf_counter()
     time_split(table, split_args["test_start"], split_args["train_start"], split_args["test_end"], seed)
     timings["split_s"] = time.perf_counter() - start
-    data = TemporalDataModule(format="synthetic", synthetic={"preset": preset, "seed": seed}, seed=seed,
-                              user_granularity=user_granularity, item_granularity=item_granularity, **split_args)
-    data.load_table = lambda: table  # generated above; no cache file
     start = time.perf_counter()
-    data.setup("fit")
+    data = TemporalDataModule.from_table(table, format="synthetic", synthetic={"preset": preset, "seed": seed},
+                                         seed=seed, user_granularity=user_granularity,
+                                         item_granularity=item_granularity, **split_args)  # no cache file
     timings["bucketing_s"] = time.perf_counter() - start - timings["split_s"]
     return data, timings
 
@@ -125,7 +125,7 @@ def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None =
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
                         callbacks=[clock])
-    trainer.fit(model, datamodule=data)
+    fit_model(trainer, model, data)
     shapes = Shapes(data.n_users, data.n_items, len(data.split.train), data.user_steps.n_active,
                     data.item_steps.n_active, len(data.split.val))
     flops = epoch_flops(shapes, model.hparams)

@@ -26,8 +26,10 @@ from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
-from rrnx.models.base import TEST_RMSE, VAL_RMSE
+from rrnx.models.base import VAL_RMSE
+from rrnx.models.pmf import PMF
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
+from rrnx.training import evaluate_model, fit_model, predict_model
 
 INCOMPLETE = "INCOMPLETE"
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
@@ -65,13 +67,15 @@ def build_datamodule(recipe: dict) -> TemporalDataModule:
     return data
 
 
-def build_model(cls: type, recipe: dict, data: TemporalDataModule):
+def build_model(cls: type, recipe: dict, data: TemporalDataModule, resume: bool = False):
     kwargs = {k: v for k, v in recipe["model"].items() if k != "name"}
     try:
         model = cls(n_users=data.n_users, n_items=data.n_items, **kwargs)
     except (TypeError, ValueError) as exc:
         raise RrnxError(f"model {recipe['model']['name']!r}: {exc}") from None
     model.set_data_stats(data.rating_range, data.rating_mean)
+    if kwargs.get("pmf_run") and not resume:  # RRN's pre-train from a PMF run: the model gets factors, not a path
+        model.use_pmf(load_pmf_run(Path(kwargs["pmf_run"]), data, model.hparams.dim))
     return model
 
 
@@ -110,7 +114,7 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     data = build_datamodule(recipe)  # user errors in the data surface here, before any file is written
     say(format_summary(data.split.summary, f"Split ({recipe['model']['name']}):"))
     say(describe_model(recipe["model"]))
-    model = build_model(cls, recipe, data)
+    model = build_model(cls, recipe, data, resume)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / INCOMPLETE).write_text("this run has not finished; do not trust its files\n")
@@ -132,13 +136,13 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     trainer = L.Trainer(default_root_dir=str(run_dir), logger=logger,
                         callbacks=[history, best, last, *(callbacks or [])], **trainer_cfg)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=str(last_ckpt) if resume else None)
+    fit_model(trainer, model, data, ckpt_path=str(last_ckpt) if resume else None)
     train_seconds = time.perf_counter() - start
     if not best.best_model_path:
         raise RrnxError(f"{run_dir}: training produced no checkpoint (no validation epoch ran)")
 
     epochs = list(history.epochs)  # testing best.ckpt restores the callbacks' state as of the best epoch
-    test_rmse = evaluate(trainer, model, data, best.best_model_path)
+    test_rmse = evaluate_model(trainer, model, data, best.best_model_path)
     predictions(trainer, model, data, best.best_model_path).to_parquet(run_dir / "predictions.parquet", index=False)
     metrics = summarize(epochs, test_rmse, model, train_seconds, recipe, run_dir)
     write_json(run_dir / "metrics.json", metrics)
@@ -151,18 +155,13 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     return metrics
 
 
-def evaluate(trainer, model, data, ckpt_path) -> float:
-    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False)
-    return float(results[0][TEST_RMSE])
-
-
 def predictions(trainer, model, data, ckpt_path, split: str = "test") -> pd.DataFrame:
     """The split's ratings with original ids and the model's (clamped) predictions."""
-    batches = trainer.predict(model, dataloaders=data.eval_loader(split), ckpt_path=ckpt_path)
+    predicted = predict_model(trainer, model, data, split, ckpt_path)
     frame = data.split.frame(split)
     return pd.DataFrame({"user": frame["user"].to_numpy(), "item": frame["item"].to_numpy(),
                          "timestamp": frame["timestamp"].to_numpy(), "rating": frame["rating"].to_numpy(),
-                         "prediction": torch.cat(batches).numpy().astype(np.float32)})
+                         "prediction": predicted.numpy().astype(np.float32)})
 
 
 def summarize(epochs: list[dict], test_rmse: float, model, train_seconds: float, recipe: dict, run_dir: Path) -> dict:
@@ -209,13 +208,34 @@ def load_trained(run_dir: Path):
     return recipe, metrics, data, model
 
 
+def load_pmf_run(run_dir: Path, data: TemporalDataModule, dim: int):
+    """A finished PMF run's model (`model.pmf_run` of RRN), checked against this data (same training
+    ratings) and this dim."""
+    recipe, _ = load_run(run_dir)
+    if recipe["model"]["name"] != "pmf":
+        raise RrnxError(f"model.pmf_run: {run_dir} is a {recipe['model']['name']!r} run; it must be a pmf run")
+    recorded = json.loads((run_dir / "manifest.json").read_text())["data_fingerprint"]["train"]
+    current = manifest({"data": {}}, data)["data_fingerprint"]["train"]
+    if recorded != current:
+        raise RrnxError(f"model.pmf_run: {run_dir} was trained on other training ratings (fingerprint {recorded} "
+                        f"vs {current}); train PMF on this recipe's data and split first")
+    pmf = PMF.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
+    found = tuple(pmf.user_factors.weight.shape), tuple(pmf.item_factors.weight.shape)
+    wanted = (data.n_users, dim), (data.n_items, dim)
+    if found != wanted:
+        raise RrnxError(f"model.pmf_run: {run_dir} has factors of shape {found[0]} (users) and {found[1]} (items); "
+                        f"this RRN needs {wanted[0]} and {wanted[1]}: set model.dim={found[0][1]} or re-run PMF "
+                        f"with --model.dim={dim}")
+    return pmf
+
+
 def test(run_dir: Path, quiet: bool = False) -> float:
     """Re-evaluates a finished run's best checkpoint on its test half."""
     quiet_lightning()
     recipe, metrics, data, model = load_trained(run_dir)
     trainer = L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=not quiet,
                         enable_model_summary=False)
-    rmse = evaluate(trainer, model, data, None)
+    rmse = evaluate_model(trainer, model, data)
     if not quiet:
         print(format_summary(data.split.summary, "Split:"))
         print(f"{recipe['model']['name']}: test RMSE {rmse:.4f} (recorded at fit time: {metrics['test_rmse']:.4f})")

@@ -13,6 +13,7 @@ import torch
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.models.autorec import IAutoRec, UAutoRec
 from rrnx.models.timesvdpp import TimeSVDpp
+from rrnx.training import fit_model
 
 START = pd.Timestamp("2010-01-01", tz="UTC")
 TEST_START = "2010-04-01"  # day 90 of 120
@@ -45,7 +46,7 @@ def train(model, data: TemporalDataModule, epochs: int):
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0)
-    trainer.fit(model, datamodule=data)
+    fit_model(trainer, model, data)
     return model.eval()
 
 

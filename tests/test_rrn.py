@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from rrnx.cli import main
 from rrnx.data.datamodule import TemporalDataModule
+from rrnx.errors import RrnxError
 from rrnx.models.rrn import RRN
 from rrnx.run import fit
 
@@ -185,6 +186,28 @@ def test_a_tiny_rrn_overfits_a_tiny_set(tmp_path):
     rmse = float(np.sqrt(np.mean((pred - target) ** 2)))
     mean_rmse = float(target.std())
     assert rmse < 0.5 * mean_rmse, (rmse, mean_rmse)
+
+
+# ---------------------------------------------------------------------------- pre-train from a PMF run
+
+def test_pmf_run_is_resolved_by_the_runner_and_its_factors_start_the_training(tmp_path):
+    pmf = {**recipe(tmp_path, epochs=1), "model": {"name": "pmf", "dim": 3}}
+    fit(pmf, tmp_path / "pmf", quiet=True)
+    first = {}
+
+    class First(Callback):
+        def on_train_batch_start(self, trainer, model, batch, batch_idx):
+            first.setdefault("user", model.user_factors.weight.detach().clone())
+
+    fit(recipe(tmp_path, epochs=1, pmf_run=str(tmp_path / "pmf")), tmp_path / "rrn", quiet=True, callbacks=[First()])
+    pmf_factors = torch.load(tmp_path / "pmf" / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(first["user"], pmf_factors["user_factors.weight"])
+    with pytest.raises(RrnxError, match="must be a pmf run"):  # refused before the run writes anything
+        fit(recipe(tmp_path, epochs=1, pmf_run=str(tmp_path / "rrn")), tmp_path / "again", quiet=True)
+    assert not (tmp_path / "again").exists()
+    data = datamodule(tmp_path, tiny_ratings())
+    with pytest.raises(RrnxError, match="pmf_run"):  # outside rrnx fit, nobody handed the factors over
+        tiny_model(data, pmf_run=str(tmp_path / "pmf")).on_train_start()
 
 
 # ---------------------------------------------------------------------------- resume

@@ -85,10 +85,6 @@ class AutoRec(RatingModel):
         with torch.no_grad():
             self.decoder_bias.fill_(rating_mean)  # start at the mean: 10 epochs go to the structure
 
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
-            self.attach(self.trainer.datamodule)
-
     def attach(self, data) -> None:
         """Reads the training rating vectors (rows of data.rating_matrix(side)), once."""
         if len(self.row_offsets):
@@ -107,7 +103,7 @@ class AutoRec(RatingModel):
         """f(V r + mu) of each row's training vector; also the row's observed (owner, input, value) entries."""
         if len(self.row_offsets) == 0:
             raise RuntimeError(f"{type(self).__name__} needs its training data: call model.attach(data) first "
-                               "(rrnx does this in setup and predict_at)")
+                               "(rrnx's runner and predict_at do)")
         owner, position = csr_positions(self.row_offsets, rows)  # (N,), (N,)
         inputs, values = self.row_inputs[position], self.row_values[position]  # (N,), (N,)
         weighted = values[:, None] * self.encoder[inputs]  # (N, k)
@@ -127,11 +123,6 @@ class AutoRec(RatingModel):
         has_training = self.row_offsets[rows + 1] > self.row_offsets[rows]  # (B,)
         return torch.where(has_training, pred, self.global_mean)
 
-    @torch.no_grad()
-    def predict_at(self, data, users, items, timestamps) -> torch.Tensor:
-        self.attach(data)
-        return super().predict_at(data, users, items, timestamps)
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         code, owner, inputs, values = self.encode(batch["rows"])  # (R, k), (N,), (N,), (N,)
         pred = self.decode_at(code[owner], inputs)  # (N,) reconstructions of the observed entries
@@ -141,7 +132,7 @@ class AutoRec(RatingModel):
 
     def configure_optimizers(self):
         if len(self.row_values) == 0:
-            raise RuntimeError(f"{type(self).__name__}: attach(data) before configure_optimizers (rrnx does it in setup)")
+            raise RuntimeError(f"{type(self).__name__}: attach(data) before configure_optimizers (rrnx's runner does)")
         decay = self.hparams.l2 / len(self.row_values)  # gradient of lambda/(2N) ||theta||^2 is lambda/N theta
         groups = [{"params": [self.encoder, self.decoder], "weight_decay": decay},
                   {"params": [self.encoder_bias, self.decoder_bias], "weight_decay": 0.0}]

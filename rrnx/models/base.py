@@ -3,6 +3,12 @@
 A model is a LightningModule whose constructor takes `n_users`, `n_items` (filled in by rrnx
 from the data) and its own typed hyperparameters (filled in from the recipe's `model:` section).
 It implements `predict_ratings(batch)`; rrnx evaluates every model the same way.
+
+Data flows one way, from the runner into the model (rrnx.training):
+    model.attach(data)
+    trainer.fit(model, train_dataloaders=model.train_loader(data), val_dataloaders=model.eval_loader(data, "val"))
+and likewise `model.eval_loader(data, "test")` for trainer.test / trainer.predict. The defaults here
+serve a model trained on shuffled rating triples; a model never reaches for the trainer's data.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ class RatingModel(L.LightningModule):
     """Base class: RMSE evaluation on the validation/test halves, clamping to the rating scale.
 
     Subclasses implement `predict_ratings(batch) -> (B,) tensor` for a batch dict with `user` (B,)
-    and `item` (B,) contiguous indices and `timestamp` (B,) unix seconds, and either
-    `training_step` (automatic optimization over shuffled training triples, the default loader)
-    or their own `train_loader(data)`/`eval_loader(data, split)` (see RRN, AutoRec).
+    and `item` (B,) contiguous indices and `timestamp` (B,) unix seconds, and `training_step` over
+    the batches of `train_loader(data)` (shuffled training triples unless overridden, see RRN,
+    AutoRec); a model that needs its training data (rating vectors, sequences) reads it in `attach`.
     """
 
     def __init__(self) -> None:
@@ -37,6 +43,22 @@ class RatingModel(L.LightningModule):
         """Called by rrnx before training; subclasses may override to use the mean (keep the call)."""
         self.rating_range.copy_(torch.tensor(rating_range, dtype=torch.float32))
 
+    # ---------------------------------------------------------------- data: the runner hands it in
+    def attach(self, data) -> None:
+        """Reads what the model needs from `data` (a set-up TemporalDataModule, training ratings only)
+        before any loader or prediction; called by the runner before every trainer call and by
+        predict_at. Must be cheap when repeated with the same data. Default: nothing to read."""
+
+    def train_loader(self, data):
+        """Training batches, any iterable with a __len__: by default shuffled training triples."""
+        return data.triples_loader("train", shuffle=True)
+
+    def eval_loader(self, data, split: str):
+        """Batches of the split's triples (`user`, `item`, `rating`, `timestamp`) for validation,
+        test and predict: by default in order."""
+        return data.triples_loader(split)
+
+    # ---------------------------------------------------------------- predictions
     def predict_ratings(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
@@ -57,6 +79,7 @@ class RatingModel(L.LightningModule):
         """Clamped predictions for arbitrary (user_idx, item_idx, unix time) triples, using training
         data only (analyses call this to trace predictions over time). Static models ignore time;
         temporal models (RRN) override it to use the states of the step each timestamp falls in."""
+        self.attach(data)
         return self.predict_clamped({"user": users, "item": items, "timestamp": timestamps})
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

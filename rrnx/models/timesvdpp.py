@@ -15,8 +15,8 @@ docs/models.md ("TimeSVD++ on future dates"), since forward prediction is exactl
 
 Training minimises the squared error plus L2 on every parameter a rating touches (Koren's SGD
 objective), in mini-batches with SparseAdam instead of per-rating SGD. The data-dependent parts
-(t_u, the (user, day) index, N(u)) are built in `setup` from the TemporalDataModule's training
-split; N(u) is not saved in checkpoints, `attach(data)` restores it (rrnx does this in `setup`).
+(t_u, the (user, day) index, N(u)) are built by `attach(data)` from the training split, which
+rrnx's runner calls before training; N(u) is not saved in checkpoints, `attach(data)` restores it.
 
 `bias_reg_user` / `bias_reg_item` add Koren's *baseline* penalty lambda sum_u b_u^2 + lambda sum_i
 b_i^2 (KDD 2008, eq. 2; rrnx's `bias` model), once per user and item rather than per rating:
@@ -122,10 +122,6 @@ class TimeSVDpp(RatingModel):
         super().set_data_stats(rating_range, rating_mean)
         self.global_mean.fill_(rating_mean)
 
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
-            self.attach(self.trainer.datamodule)
-
     def attach(self, data) -> None:
         """Reads N(u) from the training split; on a fresh model also t_u, the bins and the (user, day) index."""
         if len(self.implicit_offsets) == 0:
@@ -196,7 +192,7 @@ class TimeSVDpp(RatingModel):
         """|N(u)|^{-1/2} sum_{j in N(u)} y_j for each batch user, and the y_j rows it used (for L2)."""
         if len(self.implicit_offsets) == 0:
             raise RuntimeError("TimeSVDpp needs its training data: call model.attach(data) first "
-                               "(rrnx does this in setup and predict_at)")
+                               "(rrnx's runner and predict_at do)")
         users, inverse = torch.unique(user, return_inverse=True)  # (Bu,), (B,)
         owner, position = csr_positions(self.implicit_offsets, users)  # (N,), (N,)
         y = self.implicit_factors(self.implicit_items[position])  # (N, k)
@@ -224,11 +220,6 @@ class TimeSVDpp(RatingModel):
 
     def predict_ratings(self, batch: dict) -> torch.Tensor:
         return self(batch["user"], batch["item"], batch["timestamp"])[0]
-
-    @torch.no_grad()
-    def predict_at(self, data, users, items, timestamps) -> torch.Tensor:
-        self.attach(data)
-        return super().predict_at(data, users, items, timestamps)
 
     def penalty(self, terms: dict) -> torch.Tensor:
         """Koren's per-rating L2: every touched parameter, c_u pulled towards 1, time terms by time_reg."""

@@ -79,11 +79,7 @@ class DeepAutoencoder(RatingModel):
         with torch.no_grad():
             self.output.bias.fill_(rating_mean)  # start at the mean (0-10 scales too), not at 0
 
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
-            self.attach(self.trainer.datamodule)
-
-    def attach(self, data) -> None:
+    def attach(self, data) -> None:  # rrnx calls it before training and in predict_at
         if self.training_matrix is None:
             self.training_matrix = data.rating_matrix("user")  # training ratings only, never val/test
 
@@ -116,11 +112,6 @@ class DeepAutoencoder(RatingModel):
         h = self.hidden(self.dense_rows(users)[0])[inverse]  # (B, layers[0])
         item = batch["item"]  # (B,)
         return (self.output.weight[item] * h).sum(-1) + self.output.bias[item]  # (B,) only the scored outputs
-
-    @torch.no_grad()
-    def predict_at(self, data, users, items, timestamps) -> torch.Tensor:
-        self.attach(data)
-        return super().predict_at(data, users, items, timestamps)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizer = self.optimizers()

@@ -15,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the plugin package, installed or not
 
 from rrnx.data.datamodule import TemporalDataModule  # noqa: E402
+from rrnx.training import fit_model  # noqa: E402
 from rrnx_deepautoencoder import DeepAutoencoder  # noqa: E402
 
 TEST_START = "2010-03-10"
@@ -43,8 +44,9 @@ def fit(data: TemporalDataModule, epochs: int = 1, **kwargs) -> DeepAutoencoder:
     torch.manual_seed(0)
     model = DeepAutoencoder(data.n_users, data.n_items, layers=(16, 16, 32), **kwargs)
     model.set_data_stats(data.rating_range, data.rating_mean)
-    L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0).fit(model, datamodule=data)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    fit_model(trainer, model, data)
     return model.eval()
 
 

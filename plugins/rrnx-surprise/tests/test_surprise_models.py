@@ -18,6 +18,7 @@ surprise = pytest.importorskip("surprise", reason="scikit-surprise is not instal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the plugin package, installed or not
 
 from rrnx.data.datamodule import TemporalDataModule  # noqa: E402
+from rrnx.training import fit_model  # noqa: E402
 from rrnx_surprise import SurpriseBaseline, SurpriseKNN, SurpriseSVD, SurpriseSVDpp  # noqa: E402
 
 TEST_START = "2010-03-10"
@@ -52,7 +53,7 @@ def fit(cls, data: TemporalDataModule, tmp_path: Path | None = None, **kwargs):
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         default_root_dir=str(tmp_path) if tmp_path else None)
-    trainer.fit(model, datamodule=data)
+    fit_model(trainer, model, data)
     return model, trainer
 
 

@@ -113,7 +113,7 @@ class RRN(RRNStates, RatingModel):
             its mean gradient over its ratings in the batch (a diagonal preconditioner).
         pretrain_epochs: PMF epochs on the stationary factors before the joint epochs (Section 4.1).
         pmf_run: a finished `rrnx fit` PMF run on the same data to take the stationary factors
-            from instead (its dim must equal `dim`).
+            from instead (its dim must equal `dim`); rrnx fit loads it and hands it over (use_pmf).
         user_batch_size, item_batch_size: entities per step of the user / item phase.
         rating_input: x_t's values: "raw" ratings, or "scaled" (divided by the scale's maximum).
         input_norm: W_embed x_t as a "sum" (eq. 5 as written), or divided by "sqrt" or "mean" of
@@ -134,6 +134,9 @@ class RRN(RRNStates, RatingModel):
             the two D-dimensional states; it starts at 0.
         rating_embedding: False drops eq. (5)'s x_t term (the n_other x embed_dim embedding of who
             rated what): the LSTMs then read only the context columns (and the step statistics).
+        stationary_epoch: epoch 0 trains nothing after the pre-train, so its validation RMSE is the
+            stationary part's alone and best-epoch selection keeps it when the joint epochs do not
+            beat it on validation (RRN is then never worse on validation than its own static model).
         pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
             epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
     """
@@ -146,7 +149,7 @@ class RRN(RRNStates, RatingModel):
                  rating_input: str = "scaled", input_norm: str = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
-                 pretrain_patience: int = 0, rating_embedding: bool = True):
+                 pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -180,6 +183,7 @@ class RRN(RRNStates, RatingModel):
         self._state_cache: dict = {}
         self._advanced: dict | None = None  # set by advance(): extended sequences and final states
         self._phase_seconds = {side: 0.0 for side in SIDES}
+        self._pmf = None  # a trained PMF to pre-train from (use_pmf)
 
     # ------------------------------------------------------------------ data and parameters
     def set_data_stats(self, rating_range, rating_mean) -> None:
@@ -206,12 +210,14 @@ class RRN(RRNStates, RatingModel):
         self._test_start = to_timestamp(data.hparams.test_start, "test_start")
         self._clear_states()
 
+    def use_pmf(self, pmf) -> None:
+        """Pre-train the stationary factors from `pmf`, a trained PMF of the same data and dim (rrnx fit
+        resolves `pmf_run` into one), when training starts; a resumed run keeps its own."""
+        self._pmf = pmf
+
     def _attached(self):
         if self._data is None:
-            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-            if datamodule is None:
-                raise RrnxError("RRN needs the training data for its states: call model.attach(data) first")
-            self.attach(datamodule)
+            raise RrnxError("RRN needs the training data for its states: call model.attach(data) first")
         return self._data
 
     def _net(self, side: str) -> SideNetwork:
@@ -290,10 +296,6 @@ class RRN(RRNStates, RatingModel):
         self.attach(data)
         return PhaseBatches(self)
 
-    def eval_loader(self, data, split: str):
-        self.attach(data)
-        return data.triples_loader(split)
-
     def configure_optimizers(self):
         hp = self.hparams
         def adam(net):
@@ -309,7 +311,7 @@ class RRN(RRNStates, RatingModel):
         if not bool(self.stationary_ready):
             from rrnx.models.rrn.pretrain import pretrain_stationary
             start = time.perf_counter()
-            pretrain_stationary(self, self._attached())
+            pretrain_stationary(self, self._attached(), self._pmf)
             self.stationary_ready.fill_(True)
             self._pretrain_seconds = time.perf_counter() - start
 
@@ -317,6 +319,8 @@ class RRN(RRNStates, RatingModel):
         self._phase_seconds = {side: 0.0 for side in SIDES}
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        if self.hparams.stationary_epoch and self.current_epoch == 0:
+            return  # epoch 0 validates the pre-trained stationary part alone
         start = time.perf_counter()
         side = batch["side"]
         other_before, _ = self._cached_states(OTHER_SIDE[side])  # (n_other_active, D), frozen in this phase
@@ -409,7 +413,7 @@ class PhaseBatches:
         return sum(-(-self.model._sides[s].n_entities // self.sizes[s]) for s in SIDES)
 
     def __iter__(self):
-        epoch = self.model.current_epoch if self.model._trainer is not None else 0
+        epoch = self.model.current_epoch  # 0 outside a trainer
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         for side in SIDES:
             for entities in length_sorted_batches(self.model._sides[side].lengths, self.sizes[side], generator):

@@ -1,15 +1,14 @@
 """RRN's stationary pre-train (paper, Section 4.1): "first train stationary states only, then jointly".
 
-The stationary part of eq. (7), <u_i, m_j>, is PMF; RRN takes its factors either from a finished
-`rrnx fit` PMF run on the same data (`pmf_run`) or from `pretrain_epochs` of PMF trained inline,
-with rrnx's own PMF model (same dim, reg and lr).
+The stationary part of eq. (7), <u_i, m_j>, is PMF; RRN takes its factors either from a trained PMF
+handed to it (`RRN.use_pmf`: rrnx's runner resolves the `pmf_run` setting, a finished `rrnx fit`
+PMF run on the same data, into one; rrnx.run.load_pmf_run) or from `pretrain_epochs` of PMF
+trained inline, with rrnx's own PMF model (same dim, reg and lr).
 """
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 import torch
 
@@ -17,19 +16,21 @@ from rrnx.errors import RrnxError
 from rrnx.models.pmf import PMF
 
 
-def pretrain_stationary(model, data) -> None:
-    """Fill model.user_factors / item_factors from PMF; a no-op with neither pmf_run nor pretrain_epochs.
-    With `biases`, the pre-train is RRN's own stationary part (mean + b_u + b_j + <u_i, m_j>: biased MF)."""
+def pretrain_stationary(model, data, pmf: PMF | None = None) -> None:
+    """Fill model.user_factors / item_factors from `pmf`, or else from PMF trained inline for
+    pretrain_epochs; a no-op with neither. With `biases` (and no `pmf`), the pre-train is RRN's own
+    stationary part (mean + b_u + b_j + <u_i, m_j>: biased MF), trained in place."""
     hp = model.hparams
-    if hp.biases and not hp.pmf_run:
+    if pmf is None and hp.pmf_run:
+        raise RrnxError(f"model.pmf_run={hp.pmf_run}: the PMF run's factors are handed to the model before training "
+                        "(rrnx fit does it: rrnx.run.load_pmf_run, then model.use_pmf)")
+    if pmf is None and hp.biases:
         if hp.pretrain_epochs > 0:
             train_biased(model, data, hp.lr, hp.reg, hp.pretrain_epochs, hp.pretrain_patience)
         return
-    if hp.pmf_run:
-        pmf = load_pmf_run(Path(hp.pmf_run), data, hp.dim)
-    elif hp.pretrain_epochs > 0:
+    if pmf is None and hp.pretrain_epochs > 0:
         pmf = train_pmf(data, hp.dim, hp.reg, hp.lr, hp.init_std, hp.pretrain_epochs, hp.pretrain_patience)
-    else:
+    if pmf is None:
         return
     with torch.no_grad():
         model.user_factors.weight.copy_(pmf.user_factors.weight)
@@ -109,24 +110,3 @@ def validation_rmse(predict, data, rating_range: torch.Tensor) -> float:
         count += len(pred)
     return (total / max(count, 1)) ** 0.5
 
-
-def load_pmf_run(run_dir: Path, data, dim: int) -> PMF:
-    """A finished PMF run's model, checked against this data (same training ratings) and this dim."""
-    from rrnx.run import load_run, manifest
-
-    recipe, _ = load_run(run_dir)
-    if recipe["model"]["name"] != "pmf":
-        raise RrnxError(f"model.pmf_run: {run_dir} is a {recipe['model']['name']!r} run; it must be a pmf run")
-    recorded = json.loads((run_dir / "manifest.json").read_text())["data_fingerprint"]["train"]
-    current = manifest({"data": {}}, data)["data_fingerprint"]["train"]
-    if recorded != current:
-        raise RrnxError(f"model.pmf_run: {run_dir} was trained on other training ratings (fingerprint {recorded} "
-                        f"vs {current}); train PMF on this recipe's data and split first")
-    pmf = PMF.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
-    found = tuple(pmf.user_factors.weight.shape), tuple(pmf.item_factors.weight.shape)
-    wanted = (data.n_users, dim), (data.n_items, dim)
-    if found != wanted:
-        raise RrnxError(f"model.pmf_run: {run_dir} has factors of shape {found[0]} (users) and {found[1]} (items); "
-                        f"this RRN needs {wanted[0]} and {wanted[1]}: set model.dim={found[0][1]} or re-run PMF "
-                        f"with --model.dim={dim}")
-    return pmf
