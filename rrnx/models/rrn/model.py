@@ -125,6 +125,9 @@ class RRN(RRNStates, RatingModel):
             rated what): the LSTMs then read only the context columns (and the step statistics).
         forget_bias: added to the LSTMs' forget-gate bias at initialisation (0: torch's default; 1-3
             give the states a memory of several steps from the start, Jozefowicz et al. 2015).
+        bias_reg: with `biases`, an L2 of bias_reg * b^2 per user and per item whatever its rating
+            count (Koren's baseline predictors, Surprise's BaselineOnly: sparse users and items are
+            shrunk harder); None: `reg` per rating, as the factors.
         stationary_epoch: epoch 0 trains nothing after the pre-train, so its validation RMSE is the
             stationary part's alone and best-epoch selection keeps it when the joint epochs do not
             beat it on validation (RRN is then never worse on validation than its own static model).
@@ -149,7 +152,7 @@ class RRN(RRNStates, RatingModel):
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
-                 forget_bias: float = 0.0):
+                 forget_bias: float = 0.0, bias_reg: float | None = None):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -319,7 +322,12 @@ class RRN(RRNStates, RatingModel):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         if self.hparams.stationary_epoch and self.current_epoch == 0:
-            return  # epoch 0 validates the pre-trained stationary part alone
+            # epoch 0 validates the pre-trained stationary part alone; a step without gradients changes no
+            # weight but counts as a step, so that Lightning checkpoints the epoch as a candidate best
+            optimizer = self.optimizers()[0]
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.step()
+            return
         start = time.perf_counter()
         side = batch["side"]
         other_before, _ = self._cached_states(OTHER_SIDE[side])  # (n_other_active, D), frozen in this phase
@@ -362,7 +370,11 @@ class RRN(RRNStates, RatingModel):
             if own_bias.requires_grad:
                 own_bias.register_hook(lambda g: g * scale[:, None])
             pred = pred + own_bias[rating_entity, 0] + self._bias(OTHER_SIDE[side]).weight.detach()[other_idx, 0]
-            reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
+            if self.hparams.bias_reg is None:  # per rating, as the factors
+                reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
+            else:  # per entity: bias_reg * b^2 whatever its rating count (Koren's baseline predictors)
+                return (pred, take_rows(seqs.value, batch.ratings),
+                        (self.hparams.reg * reg + self.hparams.bias_reg * (own_bias[:, 0] ** 2).sum()) / n)
         return pred, take_rows(seqs.value, batch.ratings), self.hparams.reg * reg / n
 
     # ------------------------------------------------------------------ evaluation and checkpoints
