@@ -57,13 +57,19 @@ class SideNetwork(nn.Module):
     of eq. (7) (W_user, b_user for users; W_movie, b_movie for items)."""
 
     def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
-                 context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True):
+                 context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True,
+                 forget_bias: float = 0.0):
         super().__init__()
         # W_embed's x_t columns (None: the LSTM reads only the context columns)
         self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
         # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
         self.embed_context = nn.Linear(context_dim, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers)
+        if forget_bias:  # a longer memory from the start (Jozefowicz et al. 2015); torch's gate order i, f, g, o
+            with torch.no_grad():
+                for name, bias in self.lstm.named_parameters():
+                    if name.startswith("bias_ih"):
+                        bias[hidden:2 * hidden] += forget_bias
         # W u_t + b of eq. (7), (D,); with dynamic_bias one more output: a scalar added to the rating
         self.project = nn.Linear(hidden, dynamic_dim + int(dynamic_bias))
         if rating_embedding:
@@ -134,12 +140,25 @@ class RRN(RRNStates, RatingModel):
             the two D-dimensional states; it starts at 0.
         rating_embedding: False drops eq. (5)'s x_t term (the n_other x embed_dim embedding of who
             rated what): the LSTMs then read only the context columns (and the step statistics).
+        forget_bias: added to the LSTMs' forget-gate bias at initialisation (0: torch's default; 1-3
+            give the states a memory of several steps from the start, Jozefowicz et al. 2015).
+        bias_reg: with `biases`, an L2 of bias_reg * b^2 per user and per item whatever its rating
+            count (Koren's baseline predictors, Surprise's BaselineOnly: sparse users and items are
+            shrunk harder); None: `reg` per rating, as the factors.
         stationary_epoch: epoch 0 trains nothing after the pre-train, so its validation RMSE is the
             stationary part's alone and best-epoch selection keeps it when the joint epochs do not
             beat it on validation (RRN is then never worse on validation than its own static model).
         pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
             epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
     """
+
+    # `rrnx compare --tune`: the stationary part's size and L2, the networks' step, what x_t feeds
+    search_space = {"model.dim": [10, 20, 40],
+                    "model.reg": {"low": 0.03, "high": 1.0, "log": True},
+                    "model.net_lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+                    "model.stationary_lr": {"low": 0.01, "high": 0.3, "log": True},
+                    "model.item_batch_size": [16, 64],
+                    "model.rating_embedding": [False, True]}
 
     def __init__(self, n_users: int, n_items: int, dim: int = 20, reg: float = 0.01, lr: float = 0.01,
                  hidden: int = 40, embed_dim: int = 40, dynamic_dim: int = 20, layers: int = 1,
@@ -149,7 +168,8 @@ class RRN(RRNStates, RatingModel):
                  rating_input: str = "scaled", input_norm: str = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
-                 pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False):
+                 pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
+                 forget_bias: float = 0.0, bias_reg: float | None = None):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -161,9 +181,9 @@ class RRN(RRNStates, RatingModel):
         self.automatic_optimization = False
         context_dim = 5 if step_stats else 3
         self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding)
+                                    rating_embedding, forget_bias)
         self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding)
+                                    rating_embedding, forget_bias)
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
         nn.init.normal_(self.user_factors.weight, std=init_std)
@@ -320,7 +340,12 @@ class RRN(RRNStates, RatingModel):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         if self.hparams.stationary_epoch and self.current_epoch == 0:
-            return  # epoch 0 validates the pre-trained stationary part alone
+            # epoch 0 validates the pre-trained stationary part alone; a step without gradients changes no
+            # weight but counts as a step, so that Lightning checkpoints the epoch as a candidate best
+            optimizer = self.optimizers()[0]
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.step()
+            return
         start = time.perf_counter()
         side = batch["side"]
         other_before, _ = self._cached_states(OTHER_SIDE[side])  # (n_other_active, D), frozen in this phase
@@ -363,7 +388,11 @@ class RRN(RRNStates, RatingModel):
             if own_bias.requires_grad:
                 own_bias.register_hook(lambda g: g * scale[:, None])
             pred = pred + own_bias[rating_entity, 0] + self._bias(OTHER_SIDE[side]).weight.detach()[other_idx, 0]
-            reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
+            if self.hparams.bias_reg is None:  # per rating, as the factors
+                reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
+            else:  # per entity: bias_reg * b^2 whatever its rating count (Koren's baseline predictors)
+                return (pred, take_rows(seqs.value, batch.ratings),
+                        (self.hparams.reg * reg + self.hparams.bias_reg * (own_bias[:, 0] ** 2).sum()) / n)
         return pred, take_rows(seqs.value, batch.ratings), self.hparams.reg * reg / n
 
     # ------------------------------------------------------------------ evaluation and checkpoints

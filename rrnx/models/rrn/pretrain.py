@@ -26,7 +26,7 @@ def pretrain_stationary(model, data, pmf: PMF | None = None) -> None:
                         "(rrnx fit does it: rrnx.run.load_pmf_run, then model.use_pmf)")
     if pmf is None and hp.biases:
         if hp.pretrain_epochs > 0:
-            train_biased(model, data, hp.lr, hp.reg, hp.pretrain_epochs, hp.pretrain_patience)
+            train_biased(model, data, hp.lr, hp.reg, hp.pretrain_epochs, hp.pretrain_patience, hp.bias_reg)
         return
     if pmf is None and hp.pretrain_epochs > 0:
         pmf = train_pmf(data, hp.dim, hp.reg, hp.lr, hp.init_std, hp.pretrain_epochs, hp.pretrain_patience)
@@ -54,22 +54,31 @@ def train_pmf(data, dim: int, reg: float, lr: float, init_std: float, epochs: in
     return pmf
 
 
-def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int = 0) -> None:
+def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int = 0,
+                 bias_reg: float | None = None) -> None:
     """Biased MF on RRN's own stationary part, in place: mean + b_u + b_j + <u_i, m_j> (Koren,
-    Bell & Volinsky 2009), SparseAdam on rating triples with PMF's per-rating L2 `reg`."""
+    Bell & Volinsky 2009), SparseAdam on rating triples with PMF's per-rating L2 `reg` (and, with
+    `bias_reg`, bias_reg * b^2 per entity: each rating carries bias_reg / its entity's count)."""
     params = model._stationary_params("user") + model._stationary_params("item")
     optimizer = torch.optim.SparseAdam(params, lr=lr)
     with torch.no_grad():  # every state starts at its initial value b: the dynamic part is a constant
         initial = model._dynamic_score(model.user_net.project.bias[None], model.item_net.project.bias[None])
         offset = model.mean_offset + initial[0]
+    train = data.split.train
+    user_count = torch.bincount(torch.as_tensor(train["user_idx"].to_numpy()), minlength=data.n_users).clamp(min=1)
+    item_count = torch.bincount(torch.as_tensor(train["item_idx"].to_numpy()), minlength=data.n_items).clamp(min=1)
 
     def loss(batch):
         users, items = batch["user"], batch["item"]
         u, m = model.user_factors(users), model.item_factors(items)  # (B, k) sparse gradients
         bu, bi = model.user_bias(users)[:, 0], model.item_bias(items)[:, 0]  # (B,)
         pred = (u * m).sum(-1) + bu + bi + offset
-        penalty = (u ** 2).sum(-1) + (m ** 2).sum(-1) + bu ** 2 + bi ** 2
-        return ((pred - batch["rating"]) ** 2).mean() + reg * penalty.mean()
+        penalty = reg * ((u ** 2).sum(-1) + (m ** 2).sum(-1))
+        if bias_reg is None:
+            penalty = penalty + reg * (bu ** 2 + bi ** 2)
+        else:
+            penalty = penalty + bias_reg * (bu ** 2 / user_count[users] + bi ** 2 / item_count[items])
+        return ((pred - batch["rating"]) ** 2).mean() + penalty.mean()
 
     def predict(batch):
         return model._stationary_score(batch["user"], batch["item"]) + initial[0]
