@@ -10,6 +10,11 @@ that its signature accepts (the others are dropped for it, with a note); a per-m
 the recipe or on the command line (`--model.timesvdpp.dim=20`); inline settings in --models
 (`pmf:dim=160:reg=0.01`). A finished run already in OUT/<model>/ with the identical recipe is
 reused, an unfinished one is resumed. See docs/results.md for the tables it produced.
+
+`--tune N` first gives every model N Optuna trials over its declared search space on the
+validation half (rrnx.tune, through rrnx.sweep), then trains the best setting; OUT/tuned.yaml
+holds the settings. Every table has a mean-predictor row and, per model, the paired bootstrap 95%
+interval of its test RMSE difference to the best other model (rrnx.intervals).
 """
 
 from __future__ import annotations
