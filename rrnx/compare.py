@@ -10,12 +10,16 @@ that its signature accepts (the others are dropped for it, with a note); a per-m
 the recipe or on the command line (`--model.timesvdpp.dim=20`); inline settings in --models
 (`pmf:dim=160:reg=0.01`). A finished run already in OUT/<model>/ with the identical recipe is
 reused, an unfinished one is resumed. See docs/results.md for the tables it produced.
+
+`--tune N` first gives every model N Optuna trials over its declared search space on the
+validation half (rrnx.tune, through rrnx.sweep), then trains the best setting; OUT/tuned.yaml
+holds the settings. Every table has a mean-predictor row and, per model, the paired bootstrap 95%
+interval of its test RMSE difference to the best other model (rrnx.intervals).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +29,7 @@ import pandas as pd
 import yaml
 
 from rrnx.errors import RecipeError, RrnxError
+from rrnx.loggers import summary_run
 from rrnx.tune import tune_model, write_tuned
 
 COLUMNS = ["model", "test_rmse", "val_rmse", "params", "size_bytes", "train_seconds", "best_epoch",
@@ -284,17 +289,14 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
 
 def log_to_wandb(table: pd.DataFrame, out: Path, recipe: dict, group: str) -> None:
     """One summary run, grouped with the model runs: the table as a wandb.Table, the figure as an Image."""
-    spec = recipe["logger"]
-    if spec.get("name", "wandb") != "wandb":
+    run = summary_run(recipe["logger"], out, "compare", f"{group}-summary", group,
+                      config={"data": recipe["data"], "models": table["model"].tolist()})
+    if run is None:
         return
     import wandb
 
-    os.environ.setdefault("WANDB_SILENT", "true")
-    mode = spec.get("mode") or os.environ.get("WANDB_MODE") or "offline"
-    run = wandb.init(project=spec.get("project") or "rrnx", entity=spec.get("entity"), group=group,
-                     job_type="compare", name=f"{group}-summary", dir=str(out), mode=mode,
-                     config={"data": recipe["data"], "models": table["model"].tolist()})
-    run.log({"comparison": wandb.Table(dataframe=table.astype({"settings": str, "run_dir": str, "vs_best_other": str})),
+    table = table.astype({"settings": str, "run_dir": str, "vs_best_other": str})
+    run.log({"comparison": wandb.Table(dataframe=table),
              "rmse_vs_size": wandb.Image(str(out / "comparison.png"))})
     for _, row in table.iterrows():
         run.summary[f"{row['model']}/test_rmse"] = float(row["test_rmse"])

@@ -29,12 +29,29 @@ def make_logger(spec: dict, run_dir: Path, run_name: str, config: dict):
         from lightning.pytorch.loggers import CSVLogger
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
     from lightning.pytorch.loggers import WandbLogger
-    # Offline unless the user asks for online in the recipe or through WANDB_MODE.
-    mode = spec.get("mode") or os.environ.get("WANDB_MODE") or "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(project=spec.get("project") or "rrnx", entity=spec.get("entity"), group=spec.get("group"),
                        tags=spec.get("tags"), job_type=spec.get("job_type"), name=run_name,
-                       save_dir=str(run_dir), mode=mode, config=config)
+                       save_dir=str(run_dir), mode=wandb_mode(spec), config=config)
+
+
+def wandb_mode(spec: dict) -> str:
+    """Offline unless the user asks for online in the recipe's `logger:` section or through WANDB_MODE."""
+    return spec.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+
+
+def summary_run(spec: dict, out: Path, job_type: str, name: str, group: str | None = None,
+                config: dict | None = None):
+    """One W&B run that holds a summary (a comparison, a sweep, a report), its files under `out`, for a
+    recipe's `logger:` section `spec`; None when that logger is not W&B. The caller logs to it and
+    finishes it (`run.finish()`, or use it as a context manager)."""
+    if spec.get("name", "wandb") != "wandb":
+        return None
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(project=spec.get("project") or "rrnx", entity=spec.get("entity"), group=group,
+                      job_type=job_type, name=name, dir=str(out), mode=wandb_mode(spec), config=config)
 
 
 def log_summary(logger, values: dict) -> None:

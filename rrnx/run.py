@@ -29,7 +29,7 @@ from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
-from rrnx.training import evaluate_model, fit_model, predict_model
+from rrnx.training import RngState, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = RunDir.INCOMPLETE
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
@@ -201,7 +201,7 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
     last = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.LAST, enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=str(run.path), logger=logger, plugins=[AtomicCheckpointIO()],
-                        callbacks=[history, best, last, *callbacks], **trainer_cfg)
+                        callbacks=[history, RngState(), best, last, *callbacks], **trainer_cfg)
     fit_model(trainer, model, data, ckpt_path=str(run.checkpoint("last")) if resume else None)
     if not best.best_model_path:
         raise RrnxError(f"{run}: training produced no checkpoint (no validation epoch ran)")

@@ -251,22 +251,10 @@ class RunDir:
                             f"`rrnx fit RECIPE --run-dir {self.path} --overwrite` restarts it") from None
 
     def load_model(self, cls: type, which: str = "best"):
-        """The model at a checkpoint, read with weights_only=True (no pickled code runs); a missing,
-        damaged or foreign file is one line."""
-        path = self.checkpoint(which)
-        if not path.is_file():
-            raise RrnxError(f"{self.path}: no {self.CHECKPOINTS}/{path.name} to load the model from")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch warns about what the refusal below reports
-                model = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise RrnxError(f"{path}: refused: the file holds pickled objects other than weights, which rrnx "
-                            "never loads (weights_only=True); the run folder is damaged or was tampered with: "
-                            "rerun `rrnx fit`") from None
-        except Exception as error:  # torch and zipfile raise many types for a damaged file
-            first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-            raise RrnxError(f"{path}: not a readable {cls.__name__} checkpoint ({first}); "
-                            "the run folder is damaged: rerun `rrnx fit`") from None
-        model.eval()
-        return model
+        """The model at a checkpoint through rrnx.checkpoints.load_model (weights_only=True: no pickled
+        code runs); a missing, damaged or foreign file is one line, without torch's warnings."""
+        from rrnx.checkpoints import load_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about what the refusal reports
+            return load_model(cls, self.checkpoint(which))

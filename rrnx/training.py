@@ -5,19 +5,82 @@
 
 and likewise for test and predict with `model.eval_loader(data, split)`. The data (a set-up
 TemporalDataModule) knows no trainer and no model; a model never reaches for the trainer's data.
-`rrnx fit`, `rrnx test`, `rrnx bench` and the tests all train and evaluate through these functions.
+`rrnx fit`, `rrnx test`, `rrnx bench` and the tests all train and evaluate through these functions;
+a checkpoint they resume or evaluate is read with weights_only=True, as rrnx.checkpoints reads one.
+
+Process-wide concerns are the runner's too, the same for every model: the allocator tuning
+(`keep_freed_memory`, applied before training) and the RNG states in checkpoints (`RngState`), so
+that a resumed run draws what an uninterrupted one draws.
 """
 
 from __future__ import annotations
 
-import torch
+import ctypes
+import random
 
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from rrnx.data.batches import Batches
 from rrnx.models.base import TEST_RMSE
+
+RNG_KEY = "rng"
+LEGACY_RNG_KEYS = ("rrn_rng",)  # RRN checkpoints kept the RNG states themselves before the runner did
+
+
+def keep_freed_memory() -> bool:
+    """Serve large allocations from glibc's heap and keep freed memory for reuse (mallopt M_MMAP_MAX = 0,
+    M_TRIM_THRESHOLD = 2 GiB). An RRN batch allocates and frees buffers of hundreds of MB (gates,
+    gradients); by default glibc maps each with a fresh mmap and every 4 KiB page's first touch is a page
+    fault: a quarter of a training run was kernel time; this takes a Netflix-scale RRN epoch (1 thread)
+    from 62 to 41 s. Process-wide (what PyTorch's CPU tuning guide gets from jemalloc/tcmalloc), so the
+    runner applies it before training any model; a no-op without glibc. Returns whether it was applied."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, 2**31 - 1))  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+class RngState(Callback):
+    """Saves the torch, numpy and python RNG states in every checkpoint and restores them when one is
+    loaded, for every model (dropout, sampling in hooks: what a resumed run must draw again), and the
+    training batches' shuffling generator with them (Lightning restores a loader's state only inside
+    an unfinished epoch; rrnx checkpoints between epochs). Plain types and tensors only: checkpoints
+    load with torch.load(weights_only=True)."""
+
+    def __init__(self) -> None:
+        self._loader_state: dict | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+        rng = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if isinstance(trainer.train_dataloader, Batches):
+            rng["train_loader"] = trainer.train_dataloader.state_dict()
+        checkpoint[RNG_KEY] = rng
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        rng = next((checkpoint[k] for k in (RNG_KEY, *LEGACY_RNG_KEYS) if k in checkpoint), None)
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            random.setstate(rng["python"])
+            self._loader_state = rng.get("train_loader")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """The training loader exists from here on, before its first batch is drawn."""
+        if self._loader_state is not None and isinstance(trainer.train_dataloader, Batches):
+            trainer.train_dataloader.load_state_dict(self._loader_state)
+        self._loader_state = None
 
 
 def fit_model(trainer, model, data, ckpt_path: str | None = None) -> None:
     """Trains `model` on `data`'s training split, validating on its validation half; `ckpt_path`
     resumes from a checkpoint."""
+    keep_freed_memory()
     model.attach(data)
     trainer.fit(model, train_dataloaders=model.train_loader(data), val_dataloaders=model.eval_loader(data, "val"),
                 ckpt_path=ckpt_path, weights_only=True)
@@ -34,5 +97,5 @@ def evaluate_model(trainer, model, data, ckpt_path: str | None = None) -> float:
 def predict_model(trainer, model, data, split: str = "test", ckpt_path: str | None = None) -> torch.Tensor:
     """The model's clamped predictions of every rating of the split, in the split's order, (N,)."""
     model.attach(data)
-    return torch.cat(trainer.predict(model, dataloaders=model.eval_loader(data, split), ckpt_path=ckpt_path,
-                                     weights_only=True))
+    batches = trainer.predict(model, dataloaders=model.eval_loader(data, split), ckpt_path=ckpt_path, weights_only=True)
+    return torch.cat(batches)

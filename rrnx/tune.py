@@ -5,8 +5,9 @@ Each model declares its search space once, as a `search_space` class attribute i
 module builds a sweep in memory (the comparison's recipe with that model's settings, the model's
 space, TPE seeded 0, the median pruner) and runs it with rrnx.sweep's own runner into
 OUT/tune/MODEL/ (study journal, trials, trials.md, best-recipe.yaml). N trials count as in
-`rrnx sweep` (complete, pruned or failed). The model's current settings are trial 0 wherever
-they lie inside the space, so tuning never ends worse on validation than where it started.
+`rrnx sweep` (complete, pruned or failed). The model's current settings are trial 0 (those
+that lie inside the space; Optuna samples the rest), so where all of them do, tuning never ends
+worse on validation than where it started.
 The best trial's settings become the model's settings for the comparison's final run; all of
 them are written to OUT/tuned.yaml as a recipe `model:` section.
 """
@@ -51,7 +52,8 @@ def make_sweep(name: str, cls: type, recipe: dict, n_trials: int):
 
 
 def starting_point(recipe: dict, cls: type, space: list) -> dict | None:
-    """The model's current value of every searched key, if each lies inside the space."""
+    """The model's current value of every searched key that lies inside the space (Optuna samples
+    the others); None when none does."""
     from rrnx.registry import constructor_params
 
     current = {**constructor_params(cls), **recipe["model"]}
@@ -60,10 +62,9 @@ def starting_point(recipe: dict, cls: type, space: list) -> dict | None:
         value = current.get(param.key.split(".", 1)[1]) if param.key.startswith("model.") else None
         inside = (value in param.choices if param.kind == "categorical" else
                   isinstance(value, (int, float)) and not isinstance(value, bool) and param.low <= value <= param.high)
-        if not inside:
-            return None
-        point[param.key] = value
-    return point
+        if inside:
+            point[param.key] = value
+    return point or None
 
 
 def tune_model(name: str, cls: type, recipe: dict, out: Path, n_trials: int, say=print) -> tuple[dict, float]:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -65,3 +67,28 @@ def tiny_csv_recipe(tmp_path: Path, logger: str = "none", model: str = "pmf", **
                       + "trainer:\n  max_epochs: 1\n"
                       f"  enable_progress_bar: false\nlogger:\n  name: {logger}\n  mode: offline\n")
     return recipe
+
+
+class Kill(Callback):
+    """Dies as epoch 1 begins, after epoch 0's checkpoints are written."""
+
+    def on_train_epoch_start(self, trainer, model):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("killed after epoch 0")
+
+
+def assert_resume_is_exact(recipe: dict, tmp_path: Path) -> None:
+    """A run killed after epoch 0 and resumed has the per-epoch validation RMSE, test RMSE and final
+    weights of an uninterrupted run."""
+    from rrnx.run import fit
+
+    full = fit(recipe, tmp_path / "full", quiet=True)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(recipe, tmp_path / "killed", quiet=True, callbacks=[Kill()])
+    resumed = fit({}, tmp_path / "killed", resume=True, quiet=True)
+    assert len(full["epochs"]) == recipe["trainer"]["max_epochs"] > 1
+    assert [e["val/rmse"] for e in resumed["epochs"]] == [e["val/rmse"] for e in full["epochs"]]
+    assert resumed["test_rmse"] == full["test_rmse"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -106,3 +106,31 @@ def test_a_key_no_model_knows_is_still_an_error(tmp_path, capsys):
                  "--run-dir", str(tmp_path / "run")]) == 2
     assert "model.regg: unknown key for model 'bias'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_timesvdpp_baseline_init_starts_at_the_bias_model(planted):
+    from rrnx.models.timesvdpp import TimeSVDpp
+
+    bias = train(Bias(planted.n_users, planted.n_items, reg_user=4.0, reg_item=2.0), planted, epochs=10)
+    model = TimeSVDpp(planted.n_users, planted.n_items, dim=4, baseline_init=True, bias_reg_user=4.0, bias_reg_item=2.0)
+    model.set_data_stats(planted.rating_range, planted.rating_mean)
+    model.attach(planted)
+    assert torch.allclose(model.user_bias.weight[:, 0], bias.user_bias, atol=1e-5)
+    assert torch.allclose(model.item_bias.weight[:, 0], bias.item_bias, atol=1e-5)
+    plain = TimeSVDpp(planted.n_users, planted.n_items, dim=4)
+    plain.set_data_stats(planted.rating_range, planted.rating_mean)
+    plain.attach(planted)
+    assert plain.user_bias.weight.abs().sum() == 0  # the paper's form starts at zero
+
+
+def test_timesvdpp_per_entity_bias_penalty_weighs_sparse_users_more(planted):
+    from rrnx.models.timesvdpp import TimeSVDpp
+
+    model = TimeSVDpp(planted.n_users, planted.n_items, dim=2, bias_reg_user=10.0)
+    model.set_data_stats(planted.rating_range, planted.rating_mean)
+    model.attach(planted)
+    counts = np.bincount(planted.split.train["user_idx"], minlength=planted.n_users)
+    sparse, dense = int(np.argmin(np.where(counts > 0, counts, 10**9))), int(np.argmax(counts))
+    terms = {"b_u": torch.ones(1), "b_i": torch.zeros(1)}
+    per_rating = [float(model.baseline_penalty(torch.tensor([u]), torch.tensor([0]), terms)) for u in (sparse, dense)]
+    assert per_rating[0] == pytest.approx(10.0 / counts[sparse]) and per_rating[1] == pytest.approx(10.0 / counts[dense])

@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, shared_data
+from conftest import ROOT, shared_data, tiny_csv_recipe
+from rrnx.checkpoints import load_model
 from rrnx.cli import main
+from rrnx.errors import RrnxError
+from rrnx.models.timesvdpp import TimeSVDpp
 from rrnx.recipe import SECTIONS, check_recipe, load_recipe, resolve_model
 from rrnx.registry import discover
 
@@ -152,6 +155,23 @@ def test_test_refuses_an_unfinished_run(tmp_path):
     (run_dir / "INCOMPLETE").write_text("")
     result = rrnx("test", str(run_dir))
     assert result.returncode == 2 and "did not finish" in result.stderr
+
+
+def test_a_missing_or_broken_checkpoint_is_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["fit", str(tiny_csv_recipe(tmp_path)), "--run-dir", str(run_dir)]) == 0
+    best = run_dir / "checkpoints" / "best.ckpt"
+    capsys.readouterr()
+    for broken, message in ((best.read_bytes()[:5000], "not a loadable PMF checkpoint"), (b"", "not a loadable"),
+                            (None, "no such checkpoint file")):
+        best.unlink()
+        if broken is not None:
+            best.write_bytes(broken)
+        assert main(["test", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(best) in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(RrnxError, match="not a loadable TimeSVDpp checkpoint"):  # another model's checkpoint
+        load_model(TimeSVDpp, run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path):

@@ -100,7 +100,7 @@ def test_example_plugin_installs_and_trains_by_name(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert re.search(r"deep-autoencoder +rrnx-deepautoencoder 0.1.0", done.stdout)  # columns widen with other plugins
+    assert re.search(r"deep-autoencoder +rrnx-deepautoencoder 0.1.0", done.stdout)  # columns fit the longest name
     assert "deep-autoencoder: best epoch 0" in done.stdout
     assert (tmp_path / "run" / "metrics.json").is_file()
 
@@ -111,3 +111,27 @@ def test_a_plugin_calling_sys_exit_on_import_is_reported_not_fatal(site, capsys)
     assert "SystemExit" in registry.discover()["exiting-model"].error
     assert registry.get_model_class("pmf").__name__ == "PMF"
     assert "exiting-model" in capsys.readouterr().err
+
+
+def test_the_ten_line_contract_in_the_docs_trains_and_evaluates():
+    """docs/plugins.md's example model, as printed there, goes through the runner's functions."""
+    import re
+
+    import lightning as L
+
+    from conftest import ratings_frame
+    from rrnx.data.datamodule import TemporalDataModule
+    from rrnx.training import evaluate_model, fit_model
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    code = re.search(r"## The contract in ten lines\n\n```python\n(.*?)```", text, re.S).group(1)
+    assert len(code[code.index("class MyModel"):].strip().splitlines()) == 10
+    namespace: dict = {}
+    exec(code, namespace)
+    data = TemporalDataModule.from_table(ratings_frame(), test_start="2010-03-10", batch_size=64)
+    model = namespace["MyModel"](n_users=data.n_users, n_items=data.n_items)
+    model.set_data_stats(data.rating_range, data.rating_mean)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    fit_model(trainer, model, data)
+    assert 0 < evaluate_model(trainer, model, data) < 10

@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from conftest import assert_resume_is_exact
 from rrnx.cli import main
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.errors import RrnxError
@@ -88,9 +89,15 @@ def training_predictions(model) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- causality (Section 3.3)
 
-@pytest.mark.parametrize("step_stats", [False, True])
+# the paper's eq. (5); + the step's mean rating; the recipes' form (docs/rrn.md, "Beyond the paper")
+CONFIGS = {"paper": {}, "step-mean": {"step_stats": True},
+           "recipe": {"step_stats": "residual", "dynamic_bias": True, "rating_embedding": False, "biases": True,
+                      "global_mean": True, "bias_reg": 1.0}}
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("which", [0, 1, 2])
-def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_path, which, step_stats):
+def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_path, which, config):
     ratings = tiny_ratings()
     train = ratings[ratings["timestamp"] < pd.Timestamp("2005-03-22", tz="UTC").timestamp()]
     victim = train.index[[len(train) // 4, len(train) // 2, 3 * len(train) // 4][which]]
@@ -98,7 +105,11 @@ def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_pa
     changed.loc[victim, "rating"] = 1.0 if ratings.loc[victim, "rating"] > 2 else 5.0
     data_a = datamodule(tmp_path, ratings, "a.parquet")
     data_b = datamodule(tmp_path, changed, "b.parquet")
-    model = tiny_model(data_a, step_stats=step_stats)
+    model = tiny_model(data_a, **CONFIGS[config])
+    if "biases" in CONFIGS[config]:  # non-zero biases, so that residual inputs depend on them
+        with torch.no_grad():
+            model.user_bias.weight.normal_(std=0.3)
+            model.item_bias.weight.normal_(std=0.3)
     ts = int(ratings.loc[victim, "timestamp"])
     user_step = int(data_a.user_granularity.step_of(ts))
     item_step = int(data_a.item_granularity.step_of(ts))
@@ -212,34 +223,17 @@ def test_pmf_run_is_resolved_by_the_runner_and_its_factors_start_the_training(tm
 
 # ---------------------------------------------------------------------------- resume
 
-class Kill(Callback):
-    """Dies as epoch 1 begins, after epoch 0's checkpoints are written."""
-
-    def on_train_epoch_start(self, trainer, model):
-        if trainer.current_epoch == 1:
-            raise RuntimeError("killed after epoch 0")
-
-
 @pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    full = fit(recipe(tmp_path, epochs=2), tmp_path / "full", quiet=True)
-    with pytest.raises(RuntimeError, match="killed"):
-        fit(recipe(tmp_path, epochs=2), tmp_path / "killed", quiet=True, callbacks=[Kill()])
-    resumed = fit({}, tmp_path / "killed", resume=True, quiet=True)
-    assert len(full["epochs"]) == 2
-    assert [e["val/rmse"] for e in resumed["epochs"]] == [e["val/rmse"] for e in full["epochs"]]
-    assert resumed["test_rmse"] == full["test_rmse"]
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(recipe(tmp_path, epochs=2), tmp_path)
 
 
 # ---------------------------------------------------------------------------- update without re-training
 
-@pytest.mark.parametrize("step_stats", [False, True])
-def test_advance_changes_states_only_through_new_ratings(tmp_path, step_stats):
+@pytest.mark.parametrize("config", CONFIGS)
+def test_advance_changes_states_only_through_new_ratings(tmp_path, config):
     data = datamodule(tmp_path, tiny_ratings())
-    model = tiny_model(data, step_stats=step_stats)
+    model = tiny_model(data, **CONFIGS[config])
     user_final, item_final = (f.clone() for f in model._final_states())
     val = data.split.val
     batch = {"user": torch.as_tensor(val["user_idx"].to_numpy()), "item": torch.as_tensor(val["item_idx"].to_numpy())}
@@ -262,6 +256,68 @@ def test_advance_changes_states_only_through_new_ratings(tmp_path, step_stats):
                           model.predict_clamped(batch))
     model.reset_states()
     assert torch.equal(model.predict_ratings(batch), before)
+
+
+# ---------------------------------------------------------------------------- the stationary part (beyond the paper)
+
+class NetworkWatch(Callback):
+    """The networks' parameters when training starts (after the pre-train) and after each epoch."""
+
+    def __init__(self):
+        self.snapshots = []
+
+    def on_train_start(self, trainer, model):
+        self.snapshots.append([p.detach().clone() for p in [*model.user_net.parameters(), *model.item_net.parameters()]])
+
+    def on_train_epoch_end(self, trainer, model):
+        self.on_train_start(trainer, model)
+
+
+def test_stationary_epoch_trains_nothing_and_can_be_the_best_epoch(tmp_path):
+    from rrnx.run import fit
+
+    watch = NetworkWatch()
+    settings = {"biases": True, "global_mean": True, "stationary_epoch": True}
+    metrics = fit(recipe(tmp_path, epochs=2, **settings), tmp_path / "run", quiet=True, callbacks=[watch])
+    start, after_0, after_1 = watch.snapshots
+    assert same(start, after_0) and not same(after_0, after_1)  # epoch 0 changes no network weight
+    one = fit(recipe(tmp_path, epochs=1, **settings), tmp_path / "run-1", quiet=True)
+    assert one["best_epoch"] == 0 and (tmp_path / "run-1" / "checkpoints" / "best.ckpt").is_file()
+    assert one["val_rmse"] == pytest.approx(metrics["epochs"][0]["val/rmse"])
+
+
+def test_pretrain_patience_keeps_the_best_validation_epoch(tmp_path):
+    from rrnx.models.rrn.pretrain import train_biased, validation_rmse
+
+    data = datamodule(tmp_path, tiny_ratings(n_users=60, n_items=30, n=1500))
+
+    def pretrained(epochs, patience):
+        model = tiny_model(data, biases=True, global_mean=True, dim=8)
+        train_biased(model, data, lr=0.3, reg=0.0, epochs=epochs, patience=patience)
+        return model, validation_rmse(lambda b: model._stationary_score(b["user"], b["item"]), data, model.rating_range)
+
+    curve = [pretrained(e, 0)[1] for e in range(1, 13)]  # validation RMSE after 1..12 epochs, deterministic
+    best, since, stop = float("inf"), 0, len(curve)
+    for epoch, rmse in enumerate(curve):
+        best, since = (rmse, 0) if rmse < best else (best, since + 1)
+        if since >= 2:
+            stop = epoch + 1
+            break
+    assert stop < len(curve), curve  # without L2 the factors overfit: the curve turns up within 12 epochs
+    _, kept = pretrained(12, 2)
+    assert kept == pytest.approx(min(curve[:stop]), abs=1e-6)
+
+
+def test_bias_reg_shrinks_the_biases_per_entity(tmp_path):
+    from rrnx.models.rrn.pretrain import train_biased
+
+    data = datamodule(tmp_path, tiny_ratings())
+    spread = {}
+    for bias_reg in (None, 1e4):
+        model = tiny_model(data, biases=True, global_mean=True, bias_reg=bias_reg)
+        train_biased(model, data, lr=0.05, reg=0.01, epochs=20, bias_reg=bias_reg)
+        spread[bias_reg] = float(model.item_bias.weight.abs().mean())
+    assert spread[None] > 0.05 and spread[1e4] < 0.1 * spread[None], spread
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -16,36 +16,12 @@ import pandas as pd
 import torch
 from lightning.fabric.utilities.data import AttributeDict
 
+from rrnx.data.batches import Batches
 from rrnx.data.split import Split, time_split, to_timestamp
 from rrnx.data.steps import Granularity, StepSequences, build_sequences
 from rrnx.errors import RrnxError
 
 BATCH_KEYS = ("user", "item", "rating", "timestamp")
-
-
-class TripleBatches:
-    """Mini-batches of rating triples as dicts of tensors, sliced in bulk (no per-sample collate).
-
-    Each batch: user (B,) int64 user_idx, item (B,) int64 item_idx, rating (B,) float32,
-    timestamp (B,) int64, plus any extra columns given (e.g. user_row/item_row step rows).
-    """
-
-    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool = False, seed: int = 0):
-        self.tensors, self.batch_size, self.shuffle = tensors, int(batch_size), shuffle
-        self.n = len(next(iter(tensors.values())))
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
-        for start in range(0, self.n, self.batch_size):
-            if order is None:
-                yield {k: v[start:start + self.batch_size] for k, v in self.tensors.items()}
-            else:
-                idx = order[start:start + self.batch_size]
-                yield {k: v[idx] for k, v in self.tensors.items()}
 
 
 def _check_settings(batch_size: int, scale: list | None) -> None:
@@ -152,8 +128,8 @@ class TemporalDataModule:
         return {k: torch.from_numpy(frame[c].to_numpy().copy()) for k, c in cols.items()}
 
     def triples_loader(self, split: str, batch_size: int | None = None, shuffle: bool = False,
-                       extra: tuple[str, ...] = ()) -> TripleBatches:
-        return TripleBatches(self.triples(split, extra), batch_size or self.hparams.batch_size,
+                       extra: tuple[str, ...] = ()) -> Batches:
+        return Batches(self.triples(split, extra), batch_size or self.hparams.batch_size,
                              shuffle, self.hparams.seed)
 
     def rating_matrix(self, side: str = "user") -> torch.Tensor:

@@ -26,26 +26,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rrnx.data.batches import Batches, row_batches
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-from rrnx.models.timesvdpp import csr_positions
+from rrnx.models.sparse import csr_positions
 
 SIDES = ("item", "user")
-
-
-class RowBatches:
-    """Mini-batches of row indices of the training matrix: {"rows": (B,) int64}."""
-
-    def __init__(self, n_rows: int, batch_size: int, seed: int = 0):
-        self.n_rows, self.batch_size = n_rows, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return (self.n_rows + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(self.n_rows, generator=self.generator)
-        for start in range(0, self.n_rows, self.batch_size):
-            yield {"rows": order[start:start + self.batch_size]}
 
 
 class AutoRec(RatingModel):
@@ -95,8 +80,8 @@ class AutoRec(RatingModel):
         self.row_inputs = matrix.col_indices().to(device)  # (nnz,)
         self.row_values = matrix.values().float().to(device)  # (nnz,)
 
-    def train_loader(self, data) -> RowBatches:
-        return RowBatches(self.n_rows, self.hparams.rows_per_batch, data.hparams.seed)
+    def train_loader(self, data) -> Batches:
+        return row_batches(self.n_rows, self.hparams.rows_per_batch, data.hparams.seed)
 
     # ---------------------------------------------------------------- the model
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -21,20 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rrnx.data.batches import Batches, one_batch
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-
-
-class WholeSplit:
-    """One batch per epoch holding every training rating (user, item, rating, timestamp)."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        yield self.tensors
 
 
 class Bias(RatingModel):
@@ -59,8 +47,8 @@ class Bias(RatingModel):
         super().set_data_stats(rating_range, rating_mean)
         self.global_mean.fill_(rating_mean)
 
-    def train_loader(self, data) -> WholeSplit:
-        return WholeSplit(data.triples("train"))
+    def train_loader(self, data) -> Batches:
+        return one_batch(data.triples("train"))  # one ALS sweep per epoch over every training rating
 
     def predict_ratings(self, batch: dict) -> torch.Tensor:
         return self.global_mean + self.user_bias[batch["user"]] + self.item_bias[batch["item"]]  # (B,)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from rrnx.loggers import summary_run
 
 MAX_TABLE_ROWS = 20_000  # a W&B table beyond this is slow to sync and to view; the CSV has it all
 
@@ -13,11 +14,8 @@ def log_report(out: Path, runs, outcomes, project: str = "rrnx") -> str:
     skip reasons in the summary. Returns the W&B run's local folder."""
     import wandb
 
-    os.environ.setdefault("WANDB_SILENT", "true")
-    mode = os.environ.get("WANDB_MODE") or "offline"
     config = {"runs": [str(run.run_dir) for run in runs]}
-    with wandb.init(project=project, job_type="report", dir=str(out), mode=mode, config=config,
-                    name=f"report-{out.resolve().name}") as run:
+    with summary_run({"project": project}, out, "report", f"report-{out.resolve().name}", config=config) as run:
         for outcome in outcomes:
             if outcome.section is None:
                 run.summary[f"{outcome.key}/skipped"] = outcome.reason

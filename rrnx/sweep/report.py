@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from optuna.trial import TrialState
 
+from rrnx.loggers import summary_run
 from rrnx.recipe import dump_recipe
 from rrnx.sweep.storage import RETRY_ATTR, SURPLUS_ATTR
 from rrnx.sweep.spec import Sweep
@@ -112,20 +113,14 @@ def importances(study, sweep: Sweep) -> dict[str, float]:
 
 def log_wandb_summary(study, sweep: Sweep, frame: pd.DataFrame, weights: dict, out: Path) -> str | None:
     """A `sweep-summary` W&B run in the study's group: trials table, importances, best trial."""
-    spec = sweep.base_recipe["logger"]
-    if spec.get("name", "wandb") != "wandb":
+    run = summary_run(sweep.base_recipe["logger"], out, "sweep-summary", f"{study.study_name}-summary",
+                      study.study_name, config={"sweep": str(sweep.path), "recipe": str(sweep.recipe_path),
+                                                "space": {p.key: p.describe() for p in sweep.space},
+                                                "sampler": sweep.sampler, "pruner": sweep.pruner})
+    if run is None:
         return None
-    import os
-
     import wandb
 
-    os.environ.setdefault("WANDB_SILENT", "true")
-    mode = spec.get("mode") or os.environ.get("WANDB_MODE") or "offline"
-    run = wandb.init(project=spec.get("project") or "rrnx", entity=spec.get("entity"), group=study.study_name,
-                     job_type="sweep-summary", name=f"{study.study_name}-summary", dir=str(out), mode=mode,
-                     config={"sweep": str(sweep.path), "recipe": str(sweep.recipe_path),
-                             "space": {p.key: p.describe() for p in sweep.space},
-                             "sampler": sweep.sampler, "pruner": sweep.pruner})
     table = frame.astype({c: "float64" for c in ("epoch", "params")})
     table = table.astype({c: str for c in table.columns if table[c].dtype == object})
     run.log({"trials": wandb.Table(dataframe=table)})

@@ -13,8 +13,9 @@ and a second step is taken on ||f(y) - y||^2 over all items. Adam replaces the p
 momentum so that rrnx's ten epochs suffice.
 
 Uses only rrnx's public plugin contract (docs/plugins.md): subclass RatingModel, take
-n_users/n_items plus typed hyperparameters, read the training matrix from the DataModule's
-rating_matrix("user"), feed rows through train_loader(data), and predict_ratings(batch) -> (B,).
+n_users/n_items plus typed hyperparameters, read the training matrix from the data's
+rating_matrix("user") in attach(data), feed rows through train_loader(data), and
+predict_ratings(batch) -> (B,); with rrnx's public helpers row_batches and csr_positions.
 At prediction time a user's code is computed from their TRAINING ratings only.
 """
 
@@ -23,23 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rrnx.data.batches import Batches, row_batches
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-
-
-class UserRows:
-    """Shuffled mini-batches of user indices, {"rows": (B,) int64}: the model's train loader."""
-
-    def __init__(self, n_users: int, batch_size: int, seed: int = 0):
-        self.n_users, self.batch_size = n_users, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return (self.n_users + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(self.n_users, generator=self.generator)
-        for start in range(0, self.n_users, self.batch_size):
-            yield {"rows": order[start:start + self.batch_size]}
+from rrnx.models.sparse import csr_positions
 
 
 def selu_stack(sizes: list[int]) -> nn.Sequential:
@@ -83,8 +70,8 @@ class DeepAutoencoder(RatingModel):
         if self.training_matrix is None:
             self.training_matrix = data.rating_matrix("user")  # training ratings only, never val/test
 
-    def train_loader(self, data) -> UserRows:
-        return UserRows(self.hparams.n_users, self.hparams.rows_per_batch, data.hparams.seed)
+    def train_loader(self, data) -> Batches:
+        return row_batches(self.hparams.n_users, self.hparams.rows_per_batch, data.hparams.seed)  # {"rows": (B,)}
 
     def dense_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The users' training rating vectors (B, I) and the mask of their observed entries (B, I)."""
@@ -92,9 +79,7 @@ class DeepAutoencoder(RatingModel):
             raise RuntimeError("DeepAutoencoder needs its training data: call model.attach(data) first")
         crow, col, val = (self.training_matrix.crow_indices(), self.training_matrix.col_indices(),
                           self.training_matrix.values())
-        start, counts = crow[users], crow[users + 1] - crow[users]  # (B,), (B,)
-        owner = torch.repeat_interleave(torch.arange(len(users)), counts)  # (N,) batch row of each entry
-        position = torch.arange(int(counts.sum())) - (torch.cumsum(counts, 0) - counts)[owner] + start[owner]  # (N,)
+        owner, position = csr_positions(crow, users)  # (N,) batch row and CSR position of each entry
         x = torch.zeros(len(users), self.hparams.n_items, device=self.global_mean.device)  # (B, I)
         observed = torch.zeros_like(x, dtype=torch.bool)  # (B, I)
         x[owner, col[position]] = val[position].to(x)

@@ -22,22 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from rrnx.data.batches import Batches, one_batch
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 
 CHECKPOINT_KEY = "surprise_algorithm"
-
-
-class TrainingRows:
-    """One batch per epoch holding every training rating: Surprise fits on the whole set."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        yield self.tensors
 
 
 class SurpriseModel(RatingModel):
@@ -53,8 +41,8 @@ class SurpriseModel(RatingModel):
     def build(self):
         raise NotImplementedError
 
-    def train_loader(self, data) -> TrainingRows:
-        return TrainingRows(data.triples("train"))
+    def train_loader(self, data) -> Batches:
+        return one_batch(data.triples("train"))  # Surprise fits on the whole training set
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         if self.algorithm is None:

@@ -16,11 +16,8 @@ Layout and packing: sequences.py.
 
 from __future__ import annotations
 
-import ctypes
-import random
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -36,20 +33,6 @@ PRETRAIN_SECONDS = "time/pretrain_s"
 RATING_INPUTS = ("scaled", "raw")
 INPUT_NORMS = ("sum", "sqrt", "mean")
 STEP_STATS = (False, True, "mean", "residual")
-
-
-def keep_freed_memory() -> bool:
-    """Serve large allocations from glibc's heap and keep freed memory for reuse (mallopt M_MMAP_MAX = 0,
-    M_TRIM_THRESHOLD = 2 GiB). An RRN batch allocates and frees buffers of hundreds of MB (gates,
-    gradients); by default glibc maps each with a fresh mmap and every 4 KiB page's first touch is a page
-    fault: a quarter of a training run was kernel time; this takes a Netflix-scale epoch (1 thread)
-    from 62 to 41 s. Process-wide (what PyTorch's CPU tuning guide gets from jemalloc/tcmalloc); a no-op
-    without glibc. Returns whether it was applied."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, 2**31 - 1))  # M_MMAP_MAX, M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        return False
 
 
 class SideNetwork(nn.Module):
@@ -329,7 +312,6 @@ class RRN(RRNStates, RatingModel):
         return [adam(self.user_net), sgd("user"), adam(self.item_net), sgd("item")]
 
     def on_train_start(self) -> None:
-        keep_freed_memory()
         if not bool(self.stationary_ready):
             from rrnx.models.rrn.pretrain import pretrain_stationary
             start = time.perf_counter()
@@ -413,20 +395,8 @@ class RRN(RRNStates, RatingModel):
         self._state_cache = {}
         self._final_states()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
-        # plain types and tensors only: checkpoints load with torch.load(weights_only=True)
-        checkpoint["rrn_rng"] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        rng = checkpoint.get("rrn_rng")
-        if rng is not None:
-            torch.set_rng_state(rng["torch"])
-            kind, keys, pos, has_gauss, cached = rng["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-            random.setstate(rng["python"])
-        self._clear_states()
+        self._clear_states()  # (the runner restores the RNG states: rrnx.training.RngState)
 
 
 class PhaseBatches:

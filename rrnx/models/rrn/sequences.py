@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from rrnx.data.steps import Granularity, StepSequences, build_sequences, standardized_tau
+from rrnx.models.sparse import ranges
 
 SIDES = ("user", "item")
 OTHER_SIDE = {"user": "item", "item": "user"}
@@ -89,13 +90,6 @@ def extended_side(train_side: SideTensors, user, item, rating, timestamp, n_enti
     return SideTensors(side, train_side.granularity, train_side.tau_mean, train_side.tau_std,
                        torch.as_tensor(seq.offsets), torch.as_tensor(seq.step), torch.as_tensor(features),
                        torch.as_tensor(seq.rating_offsets), torch.as_tensor(seq.other), torch.as_tensor(seq.value))
-
-
-def ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Concatenation of arange(s, s + n) for each (s, n), vectorised."""
-    total = int(lengths.sum())
-    first = torch.cumsum(lengths, 0) - lengths  # (K,) where each range begins in the output
-    return torch.arange(total) + torch.repeat_interleave(starts - first, lengths, output_size=total)
 
 
 @dataclass

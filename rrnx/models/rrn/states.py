@@ -14,8 +14,9 @@ import pandas as pd
 import torch
 
 from rrnx.errors import RrnxError
-from rrnx.models.rrn.sequences import (SideTensors, extended_side, gather, ranges, ratings_frame_arrays,
-                                       row_budget_batches, take_rows)
+from rrnx.models.rrn.sequences import (SideTensors, extended_side, gather, ratings_frame_arrays, row_budget_batches,
+                                       take_rows)
+from rrnx.models.sparse import ranges
 
 
 class RRNStates:
