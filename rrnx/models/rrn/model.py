@@ -245,8 +245,9 @@ class RRN(RRNStates, RatingModel):
         return weights
 
     def _step_stats(self, side: SideTensors, batch: RowBatch) -> torch.Tensor | None:
-        """Beyond the paper (`step_stats`): per row, [(mean rating of the step - training mean) / the
-        scale's maximum, log(1 + ratings in the step)], (R, 2); None when off (eq. 5 as written)."""
+        """Beyond the paper (`step_stats`): per row, [the step's mean rating minus the training mean, divided
+        by the scale's maximum (True/"mean"), or its mean rating minus the stationary part's prediction, in
+        quarters of the scale's span ("residual"); log(1 + ratings in the step)], (R, 2); None when off."""
         if not self.hparams.step_stats:
             return None
         count = batch.ratings_per_row.float()  # (R,) every active row has >= 1 rating
@@ -257,14 +258,11 @@ class RRN(RRNStates, RatingModel):
             users, items = (entity, other) if side.side == "user" else (other, entity)
             with torch.no_grad():
                 value = value - self._stationary_score(users, items)  # (N,) departure from the static part
-            centre = 0.0
-        else:
-            centre = self.train_mean
-        total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
-        if self.hparams.step_stats == "residual":  # in units of a quarter of the scale's span (1 on 1..5)
+            total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
             mean = total / count / ((self.rating_range[1] - self.rating_range[0]) / 4).clamp(min=1e-6)
         else:
-            mean = (total / count - centre) / self.rating_range.abs().max().clamp(min=1e-6)
+            total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
+            mean = (total / count - self.train_mean) / self.rating_range.abs().max().clamp(min=1e-6)
         return torch.stack([mean, torch.log1p(count)], 1)
 
     def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> torch.Tensor:
@@ -365,7 +363,8 @@ class RRN(RRNStates, RatingModel):
         other = take_rows(self._factors(OTHER_SIDE[side]).weight.detach(), other_idx)  # (N, k) frozen
         user_dynamic, item_dynamic = (own_dynamic, other_dynamic) if side == "user" else (other_dynamic, own_dynamic)
         pred = self._dynamic_score(user_dynamic, item_dynamic) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset
-        reg = (per_entity * own.pow(2).sum(-1)).sum()
+        reg = (per_entity * own.pow(2).sum(-1)).sum()  # per rating, as PMF
+        per_entity_reg = 0.0
         if self.hparams.biases:
             own_bias = self._bias(side)(entities)  # (B, 1)
             if own_bias.requires_grad:
@@ -374,9 +373,8 @@ class RRN(RRNStates, RatingModel):
             if self.hparams.bias_reg is None:  # per rating, as the factors
                 reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
             else:  # per entity: bias_reg * b^2 whatever its rating count (Koren's baseline predictors)
-                return (pred, take_rows(seqs.value, batch.ratings),
-                        (self.hparams.reg * reg + self.hparams.bias_reg * (own_bias[:, 0] ** 2).sum()) / n)
-        return pred, take_rows(seqs.value, batch.ratings), self.hparams.reg * reg / n
+                per_entity_reg = self.hparams.bias_reg * (own_bias[:, 0] ** 2).sum()
+        return pred, take_rows(seqs.value, batch.ratings), (self.hparams.reg * reg + per_entity_reg) / n
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def on_validation_epoch_start(self) -> None:

@@ -50,7 +50,8 @@ def train_pmf(data, dim: int, reg: float, lr: float, init_std: float, epochs: in
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PMF.training_step logs; there is no trainer to log to here
-        fit_epochs(pmf, loss, pmf.predict_ratings, optimizer, data, epochs, patience)
+        fit_epochs(list(pmf.parameters()), loss, pmf.predict_ratings, optimizer, data, epochs, patience,
+                   pmf.rating_range)
     return pmf
 
 
@@ -64,9 +65,10 @@ def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int 
     with torch.no_grad():  # every state starts at its initial value b: the dynamic part is a constant
         initial = model._dynamic_score(model.user_net.project.bias[None], model.item_net.project.bias[None])
         offset = model.mean_offset + initial[0]
-    train = data.split.train
-    user_count = torch.bincount(torch.as_tensor(train["user_idx"].to_numpy()), minlength=data.n_users).clamp(min=1)
-    item_count = torch.bincount(torch.as_tensor(train["item_idx"].to_numpy()), minlength=data.n_items).clamp(min=1)
+    if bias_reg is not None:  # ratings per user and per item: each rating carries bias_reg / its count
+        train = data.split.train
+        user_count = torch.bincount(torch.as_tensor(train["user_idx"].to_numpy()), minlength=data.n_users).clamp(min=1)
+        item_count = torch.bincount(torch.as_tensor(train["item_idx"].to_numpy()), minlength=data.n_items).clamp(min=1)
 
     def loss(batch):
         users, items = batch["user"], batch["item"]
@@ -83,12 +85,13 @@ def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int 
     def predict(batch):
         return model._stationary_score(batch["user"], batch["item"]) + initial[0]
 
-    fit_epochs(model, loss, predict, optimizer, data, epochs, patience)
+    fit_epochs(params, loss, predict, optimizer, data, epochs, patience, model.rating_range)
 
 
-def fit_epochs(module, loss, predict, optimizer, data, epochs: int, patience: int) -> None:
+def fit_epochs(params: list, loss, predict, optimizer, data, epochs: int, patience: int, rating_range) -> None:
     """`epochs` passes over the shuffled training triples; with `patience` > 0, stop when the
-    validation RMSE has not improved for that many epochs and restore the best epoch's weights."""
+    validation RMSE has not improved for that many epochs and restore `params` (the trained ones)
+    as they were after the best epoch."""
     loader = data.triples_loader("train", shuffle=True)
     best, best_state, since = float("inf"), None, 0
     for _ in range(epochs):
@@ -98,16 +101,18 @@ def fit_epochs(module, loss, predict, optimizer, data, epochs: int, patience: in
             optimizer.step()
         if patience <= 0:
             continue
-        rmse = validation_rmse(predict, data, module.rating_range)
+        rmse = validation_rmse(predict, data, rating_range)
         if rmse < best:
             best, since = rmse, 0
-            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            best_state = [p.detach().clone() for p in params]
         else:
             since += 1
             if since >= patience:
                 break
     if best_state is not None:
-        module.load_state_dict(best_state)
+        with torch.no_grad():
+            for p, kept in zip(params, best_state):
+                p.copy_(kept)
 
 
 @torch.no_grad()
