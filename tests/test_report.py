@@ -138,7 +138,7 @@ def effect_runs(tmp_path_factory, cache):
         mp.setenv("RRNX_CACHE", str(cache))
         mp.chdir(Path(__file__).resolve().parents[1])
         # eq. (5)'s x_t on: without it (the synthetic recipe's tuned RRN) bumped items rise only as much as
-        # their controls on this set (+0.026 vs +0.021; with it +0.124 vs -0.023; docs/rrn.md)
+        # their controls on this set (docs/rrn.md, "Beyond the paper", has the commands and figures)
         rrn = fit_run(root / "rrn", "--model.name=rrn", "--model.rating_embedding=true", *EFFECT_DATA)
         pmf = fit_run(root / "pmf", "--model.name=pmf", *EFFECT_DATA)
         pmf_daily = fit_run(root / "pmf-1d", "--model.name=pmf", "--trainer.max_epochs=2", *EFFECT_DATA,
