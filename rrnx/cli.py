@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 import rrnx.commands
-from rrnx.errors import RrnxError
+from rrnx.errors import Interrupted, RrnxError
 
 # Commands that take recipe overrides (--section.key=value) after their own options.
 TAKES_OVERRIDES_ATTR = "TAKES_OVERRIDES"
@@ -37,10 +37,33 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, modules
 
 
+def add_epilogs(parser: argparse.ArgumentParser, modules: dict) -> None:
+    """Commands whose --help lists more than their options (e.g. fit: every recipe key) build that
+    text only when --help is asked for, so that other commands start without importing torch."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, module in modules.items():
+        if hasattr(module, "help_epilog"):
+            sub.choices[name].epilog = module.help_epilog()
+
+
+def quiet_known_warnings() -> None:
+    """Silences the warnings rrnx knows to be noise (rrnx.loggers.NOISY_WARNINGS: torch's sparse-tensor
+    beta notices, Lightning's tips); every other warning, deprecations
+    of the APIs rrnx calls included, still shows."""
+    import warnings
+
+    from rrnx.loggers import NOISY_WARNINGS
+
+    for pattern in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    quiet_known_warnings()
     parser, modules = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        add_epilogs(parser, modules)
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
@@ -55,12 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     except RrnxError as exc:
         print(f"rrnx {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except BrokenPipeError:  # the reader went away (`rrnx models rrn | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # the file system, not rrnx: one line naming the path and the reason
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"rrnx {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_SYSTEM
-    except KeyboardInterrupt:
-        print(f"rrnx {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"rrnx {args.command}: {exc if isinstance(exc, Interrupted) else 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +110,9 @@ def plan_models(recipe: dict, models: list[tuple[str, dict]] | None) -> tuple[li
 
 
 def default_out_dir() -> Path:
-    return Path("runs") / f"compare-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    from rrnx.config import default_out
+
+    return default_out("compare")
 
 
 def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir: Path | None = None,
@@ -173,19 +174,21 @@ def check_tunable(plans: list[ModelPlan]) -> None:
 
 def run_model(recipe: dict, run_dir: Path, quiet: bool) -> dict:
     """fit() into run_dir; reuses a finished run of the identical recipe, resumes an unfinished one."""
+    from rrnx.config import complete_recipe
     from rrnx.recipe import load_recipe, normalize
     from rrnx.run import fit, load_run
     from rrnx.rundir import RunDir
 
     run = RunDir(run_dir)
+    wanted = complete_recipe(normalize(recipe))[0]  # runs record their recipe complete: compare like with like
     if run.is_finished():
         recorded, metrics = load_run(run_dir)
-        if recorded == normalize(recipe):
+        if complete_recipe(recorded)[0] == wanted:
             print(f"  reusing the finished run in {run_dir}")
             return metrics
         raise RrnxError(f"{run_dir}: holds a finished run of a different recipe; choose another --out "
                         f"or remove that directory")
-    if run.is_run() and load_recipe(run.file(RunDir.RECIPE)) == normalize(recipe):
+    if run.is_run() and complete_recipe(load_recipe(run.file(RunDir.RECIPE)))[0] == wanted:
         print(f"  resuming the unfinished run in {run_dir}")  # from its last checkpoint, or restarting it
         return fit({}, run_dir, resume=True, quiet=quiet)
     return fit(recipe, run_dir, quiet=quiet)

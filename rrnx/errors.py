@@ -11,3 +11,7 @@ class DataError(RrnxError):
 
 class RecipeError(RrnxError):
     """A recipe or command-line override that names an unknown key or model, or a bad value."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a message saying where the work stands and how to continue it (exit 130)."""

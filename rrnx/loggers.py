@@ -10,7 +10,10 @@ from pathlib import Path
 # Lightning's informational chatter (GPU/TPU availability, tips, checkpoint restores) and known
 # upstream deprecation warnings hide what rrnx prints; warnings and errors still come through.
 NOISY_WARNINGS = (r".*LeafSpec.*", r".*does not have many workers.*", r".*smaller than the logging interval.*",
-                  r".*The given NumPy array is not writable.*", r".*anonymous setting has no effect.*")
+                  r".*The given NumPy array is not writable.*", r".*anonymous setting has no effect.*",
+                  r".*[Ss]parse (CSR|CSC|BSR|BSC|COO)? ?tensor support is in beta.*",
+                  r".*Sparse invariant checks are implicitly disabled.*",
+                  r".*Checkpoint directory .* exists and is not empty.*")  # rrnx's RunDir owns that folder
 
 
 def quiet_lightning() -> None:

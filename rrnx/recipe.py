@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import inspect
-import types
-import typing
 from pathlib import Path
 
 import yaml
 
 from rrnx.errors import RecipeError
 
-SECTIONS = ("data", "model", "trainer", "logger")
-LOGGER_KEYS = ("name", "project", "mode", "entity", "group", "tags", "job_type")
-LOGGERS = ("wandb", "csv", "none")
-# Trainer keys rrnx itself handles; all other keys go to lightning.Trainer as they are.
-TRAINER_OWN_KEYS = ("seed", "num_threads")
-TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing")
-TRAINER_OWN_TYPES = {"seed": int, "num_threads": int | None}
+from rrnx.config import SECTIONS
 
 
 def read_yaml(path: str | Path, kind: str = "recipe") -> dict:
@@ -145,83 +136,16 @@ def describe_model(section: dict) -> str:
 
 
 def check_recipe(recipe: dict) -> type:
-    """Validates every key against the signatures that consume it; returns the model class."""
-    from rrnx.data.datamodule import TemporalDataModule
-    from rrnx.registry import check_keys, constructor_params, get_model_class
+    """Validates every key and value against the signatures that consume them (rrnx.config);
+    returns the model class. The recipe's model section must name one model (resolve_model)."""
+    from rrnx.config import complete_recipe
 
-    check_keys("data", recipe["data"], constructor_params(TemporalDataModule, ("self",)), "the TemporalDataModule")
-    check_types("data", recipe["data"], type_hints(TemporalDataModule.__init__))
-    model = dict(recipe["model"])
-    if "name" not in model:
-        raise RecipeError("model.name is required: a registered model (see `rrnx models`)")
-    cls = get_model_class(model.pop("name"))
-    check_keys("model", model, constructor_params(cls), f"model {recipe['model']['name']!r}")
-    check_types("model", recipe["model"], type_hints(cls.__init__))
-    check_keys("trainer", recipe["trainer"], trainer_keys(), "the trainer")
-    check_types("trainer", recipe["trainer"], trainer_types())
-    threads = recipe["trainer"].get("num_threads")
-    if threads is not None and threads < 1:
-        raise RecipeError(f"trainer.num_threads: must be at least 1, got {threads}")
-    check_keys("logger", recipe["logger"], LOGGER_KEYS, "the logger")
-    if recipe["logger"].get("name", "wandb") not in LOGGERS:
-        raise RecipeError(f"logger.name: unknown logger {recipe['logger']['name']!r}; valid: {', '.join(LOGGERS)}")
-    return cls
+    return complete_recipe(recipe)[1]
 
 
-def type_hints(function) -> dict:
-    """The annotations of a signature; a plugin whose annotations do not resolve is not type-checked."""
-    try:
-        return typing.get_type_hints(function)
-    except Exception:  # unresolvable forward references in a plugin: its own code checks its values
-        return {}
-
-
-def check_types(section: str, given: dict, hints: dict) -> None:
-    """Values of keys annotated with int, float or bool (or an optional/union of them) must be of that
-    type: 'abc' for a learning rate is an error naming the key, not a traceback from deep inside.
-    A float written as YAML reads '1e-3' (a string: YAML 1.1 wants '1.0e-3') becomes that float."""
-    for key, value in list(given.items()):
-        allowed = _scalar_types(hints.get(key))
-        if allowed is None or (value is None and type(None) in allowed):
-            continue
-        if float in allowed and isinstance(value, str):
-            try:
-                given[key] = value = float(value)
-            except ValueError:
-                pass
-        if not any(_is_a(value, t) for t in allowed if t is not type(None)) or value != value:  # NaN != NaN
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise RecipeError(f"{section}.{key}: expected {names}, got {value!r}")
-
-
-def _scalar_types(annotation) -> tuple | None:
-    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
-        else (annotation,)
-    if members and all(t in (int, float, bool, type(None)) for t in members) and any(t is not type(None)
-                                                                                     for t in members):
-        return tuple(members)
-    return None
-
-
-def _is_a(value, expected: type) -> bool:
-    if isinstance(value, bool) or expected is bool:
-        return isinstance(value, bool) and expected is bool
-    return isinstance(value, (int, float) if expected is float else expected)
-
-
-def trainer_types() -> dict:
-    import lightning as L
-
-    return {**type_hints(L.Trainer.__init__), **TRAINER_OWN_TYPES}
-
-
-def trainer_keys() -> list[str]:
-    import lightning as L
-
-    names = [n for n in inspect.signature(L.Trainer.__init__).parameters if n != "self"]
-    return [n for n in names if n not in TRAINER_RESERVED] + list(TRAINER_OWN_KEYS)
+def dump_yaml(recipe: dict) -> str:
+    return yaml.safe_dump(recipe, sort_keys=False)
 
 
 def dump_recipe(recipe: dict, path: Path, header: str = "") -> None:
-    text = yaml.safe_dump(recipe, sort_keys=False)
-    path.write_text((header + "\n" if header else "") + text)
+    path.write_text((header + "\n" if header else "") + dump_yaml(recipe))

@@ -23,6 +23,15 @@ class ModelEntry:
     cls: type | None = None
 
 
+def list_entries(group: str = GROUP) -> dict[str, ModelEntry]:
+    """All registered models by name, from the entry points' metadata alone: nothing is imported."""
+    found: dict[str, ModelEntry] = {}
+    for ep in entry_points(group=group):
+        dist = getattr(ep, "dist", None)
+        found[ep.name] = ModelEntry(ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?")
+    return found
+
+
 def discover(group: str = GROUP) -> dict[str, ModelEntry]:
     """All registered models by name; raises RecipeError when two packages claim one name."""
     found: dict[str, ModelEntry] = {}

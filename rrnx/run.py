@@ -19,21 +19,20 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import format_summary
-from rrnx.errors import RrnxError
+from rrnx.errors import Interrupted, RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
+from rrnx.config import complete_recipe
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
 from rrnx.training import RngState, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = RunDir.INCOMPLETE
-TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
-                    "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
 
 
 class EpochHistory(Callback):
@@ -107,8 +106,9 @@ def check_trainer(trainer_cfg: dict) -> None:
 
 
 def default_run_dir(recipe: dict) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{recipe['model']['name']}-{stamp}"
+    from rrnx.config import default_out
+
+    return default_out(recipe["model"]["name"])
 
 
 def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
@@ -123,9 +123,35 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
         for note in notes:
             say(f"note: {note}")
     run = RunDir(run_dir if run_dir else default_run_dir(recipe))
-    with run.lock():
-        recipe, resume = claim(run, recipe, resume, overwrite, say)
-        return _fit_locked(run, recipe, resume, say, callbacks or [], allow_data_change)
+    try:
+        with run.lock():
+            recipe, resume = claim(run, recipe, resume, overwrite, say)
+            return _fit_locked(run, recipe, resume, say, callbacks or [], allow_data_change)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(where_interrupted(run)) from None
+
+
+def where_interrupted(run: RunDir) -> str:
+    """What a Ctrl-C left in the run folder and the command that continues from it."""
+    if run.has_checkpoint():
+        epoch = checkpoint_epoch(run)
+        return (f"interrupted; {run} keeps its last finished epoch ({epoch}): `rrnx fit --resume {run}` "
+                f"continues it, --overwrite with a recipe replaces it")
+    if run.is_run():
+        return (f"interrupted before the first epoch finished; `rrnx fit --resume {run}` restarts it with its "
+                f"recorded recipe")
+    if run.file(RunDir.INCOMPLETE).exists():
+        return f"interrupted while starting; rerun with --out {run} --overwrite (nothing in it is kept)"
+    return "interrupted before anything was written"
+
+
+def checkpoint_epoch(run: RunDir) -> str:
+    try:
+        return str(torch.load(run.checkpoint("last"), map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # the folder is what --resume checks; the message only names the epoch when it can
+        return "?"
 
 
 def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tuple[dict, bool]:
@@ -168,12 +194,13 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
 
 
 def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, allow_data_change: bool) -> dict:
-    cls = check_recipe(recipe)
-    trainer_cfg = {**TRAINER_DEFAULTS, **recipe["trainer"]}
-    seed = trainer_cfg.pop("seed", 0)
+    recipe, cls = complete_recipe(recipe)  # every value typed and every default filled in, before data loads
+    trainer_cfg = dict(recipe["trainer"])
+    seed = trainer_cfg.pop("seed")
     if trainer_cfg.get("num_threads"):
         torch.set_num_threads(int(trainer_cfg["num_threads"]))
-    trainer_cfg.pop("num_threads", None)
+    trainer_cfg.pop("num_threads")
+    patience = trainer_cfg.pop("early_stopping_patience")
     check_trainer(trainer_cfg)
     L.seed_everything(seed, workers=True, verbose=False)
 
@@ -200,6 +227,8 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
                          enable_version_counter=False)
     # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
     last = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.LAST, enable_version_counter=False)
+    if patience:  # off by default: the paper trains a fixed number of epochs and keeps the best
+        callbacks = [*callbacks, EarlyStopping(monitor=VAL_RMSE, mode="min", patience=patience)]
     trainer = L.Trainer(default_root_dir=str(run.path), logger=logger, plugins=[AtomicCheckpointIO()],
                         callbacks=[history, RngState(), best, last, *callbacks], **trainer_cfg)
     fit_model(trainer, model, data, ckpt_path=str(run.checkpoint("last")) if resume else None)

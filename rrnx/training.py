@@ -82,8 +82,14 @@ def fit_model(trainer, model, data, ckpt_path: str | None = None) -> None:
     resumes from a checkpoint."""
     keep_freed_memory()
     model.attach(data)
-    trainer.fit(model, train_dataloaders=model.train_loader(data), val_dataloaders=model.eval_loader(data, "val"),
-                ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, train_dataloaders=model.train_loader(data), val_dataloaders=model.eval_loader(data, "val"),
+                    ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown; the runner says what stands
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def evaluate_model(trainer, model, data, ckpt_path: str | None = None) -> float:

@@ -41,7 +41,7 @@ def make_sweep(name: str, cls: type, recipe: dict, n_trials: int):
     space = parse_space(where, search_space(name, cls))
     startup = min(10, max(2, n_trials // 3))  # TPE's random start, scaled to small budgets
     # no pruning in the first half of training: a stronger regularisation starts slower and ends better
-    from rrnx.run import TRAINER_DEFAULTS
+    from rrnx.config import TRAINER_DEFAULTS
     warmup = max(2, int(recipe["trainer"].get("max_epochs") or TRAINER_DEFAULTS["max_epochs"]) // 2)
     sweep = Sweep(path=where, recipe_path=Path("(rrnx compare)"), base_recipe=copy.deepcopy(recipe), space=space,
                   study_name=f"tune-{name}", sampler={"name": "tpe", "seed": 0, "n_startup_trials": startup},

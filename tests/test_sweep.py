@@ -121,7 +121,7 @@ def test_two_workers_finish_and_the_best_recipe_runs(tmp_path, capsys):
     # the study is local: running it again without --resume is refused, --resume has nothing to do
     assert main(["sweep", str(sweep), "--out", str(out), "--logger.name=none"]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["sweep", str(sweep), "--out", str(out), "--resume", "--logger.name=none"]) == 0
+    assert main(["sweep", str(sweep), "--resume", str(out), "--logger.name=none"]) == 0
     assert len(states(study_of(out))) == 4
 
 
@@ -159,7 +159,7 @@ def test_a_killed_worker_leaves_a_study_that_resume_finishes(tmp_path):
     first_value = study_of(out).trials[0].value
     assert states(study_of(out)) == {0: "COMPLETE", 1: "RUNNING"}
 
-    assert main(["sweep", str(sweep), "--out", str(out), "--resume", "--logger.name=none"]) == 0
+    assert main(["sweep", str(sweep), "--resume", str(out), "--logger.name=none"]) == 0
     study = study_of(out)
     assert states(study) == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "COMPLETE"}
     assert study.trials[0].value == first_value

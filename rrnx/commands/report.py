@@ -13,7 +13,7 @@ ANALYSIS_KEYS = ("exogenous", "endogenous", "scale_shift", "cold_start", "update
 def add_arguments(parser) -> None:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
                         help="finished run directories, or a sweep's output folder (its trials)")
-    parser.add_argument("--out", type=Path, default=Path("report-out"), help="where index.html goes (default report-out)")
+    parser.add_argument("--out", type=Path, help="where index.html goes (default runs/report-TIME)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the figures and tables to W&B")
     parser.add_argument("--only", help=f"comma-separated analyses to run, of: {', '.join(ANALYSIS_KEYS)}")
     parser.add_argument("--items", help="comma-separated item ids to trace (Figs. 5-7), e.g. award winners")
@@ -65,6 +65,8 @@ def run(args, overrides) -> int:
                             min_bucket_ratings=args.min_bucket_ratings,
                             seed=args.seed, dpi=args.dpi)
     command = "rrnx " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else "rrnx report"
-    write_report(args.run_dirs, args.out, options, use_wandb=not args.no_wandb, only=only, command=command,
-                 allow_data_change=args.allow_data_change)
+    from rrnx.config import default_out
+
+    write_report(args.run_dirs, args.out or default_out("report"), options, use_wandb=not args.no_wandb, only=only,
+                 command=command, allow_data_change=args.allow_data_change)
     return 0

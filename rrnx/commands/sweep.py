@@ -1,5 +1,5 @@
-"""rrnx sweep SWEEP.yaml [--recipe RECIPE] [--storage URL] [--workers N] [--n-trials N] [--timeout S] [--resume]
-[--out DIR] [--study-name NAME] [--section.key=value ...]"""
+"""rrnx sweep SWEEP.yaml [--recipe RECIPE] [--storage URL] [--workers N] [--n-trials N] [--timeout S]
+[--out DIR | --resume DIR] [--study-name NAME] [--section.key=value ...]"""
 
 from pathlib import Path
 
@@ -17,8 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-trials", type=int, metavar="N", help="budget: trials that ran to an answer "
                         "(complete, pruned, or failed with their own error); overrides the sweep file")
     parser.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
-    parser.add_argument("--resume", action="store_true", help="continue the study in OUT until its budget")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default sweeps-out/STUDY_NAME)")
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the sweep whose output directory is DIR "
+                        "(its study, in DIR or in --storage) until its budget; as fit --resume continues a run")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default runs/sweep-STUDY_NAME)")
     parser.add_argument("--study-name", metavar="NAME", help="study name (default: the sweep file's study_name or file name)")
     parser.epilog = ("Override any recipe value with --section.key=value, as with rrnx fit, "
                      "e.g. --data.path=ratings.dat --trainer.max_epochs=2")
@@ -32,7 +33,9 @@ def run(args, overrides) -> int:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise RrnxError(f"--{name.replace('_', '-')} must be positive (got {value:g})")
+    if args.resume and args.out and args.out.resolve() != args.resume.resolve():
+        raise RrnxError("--resume DIR continues the sweep written to DIR; give no other --out")
     sweep = load_sweep(args.sweep, overrides, recipe=args.recipe)
-    run_sweep(sweep, out=args.out, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
-              timeout=args.timeout, resume=args.resume, study_name=args.study_name)
+    run_sweep(sweep, out=args.resume or args.out, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
+              timeout=args.timeout, resume=args.resume is not None, study_name=args.study_name)
     return 0

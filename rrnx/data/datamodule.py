@@ -42,9 +42,13 @@ class TemporalDataModule:
         path: ratings file or directory (not used when format is `synthetic`).
         format: reader name (netflix, movielens, movietweetings, csv, parquet), `auto`, or `synthetic`.
         synthetic: generator parameters when format is `synthetic`, e.g. {preset: small, seed: 0}.
-        train_start, test_start, test_end: dates; train = [train_start, test_start), test = [test_start, test_end).
-        user_granularity, item_granularity: time-step length per side (1d, 7d, 14d, 1mo, 2mo...).
-        columns, sep: column mapping and separator for generic csv/parquet files.
+        train_start: first training date (null: the first rating); train = [train_start, test_start).
+        test_start: first date of the test period, split at random into validation and test halves.
+        test_end: end of the test period, exclusive (null: after the last rating).
+        user_granularity: length of a user's time step (1d, 7d, 14d, 1mo, 2mo...).
+        item_granularity: length of an item's time step (1d, 7d, 14d, 1mo, 2mo...).
+        columns: column mapping of generic csv/parquet files, {user: ..., item: ..., rating: ..., timestamp: ...}.
+        sep: field separator of generic csv files (default: comma).
         scale: [min, max] rating scale; ratings outside it are an error (default: the format's).
         seed: seed of the random validation/test halving of the test period.
         batch_size: rating triples per batch for models that train on triples.

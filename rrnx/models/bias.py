@@ -26,7 +26,9 @@ from rrnx.models.base import TRAIN_LOSS, RatingModel
 
 
 class Bias(RatingModel):
-    """Args:
+    """Baseline predictors (Koren 2010): mu + b_u + b_i, solved by alternating least squares.
+
+    Args:
         reg_user: penalty on each b_u^2 (Surprise's reg_u: 15).
         reg_item: penalty on each b_i^2 (Surprise's reg_i: 10).
     """

@@ -16,6 +16,8 @@ stochastic gradient descent. Two optimisers over shuffled mini-batches of traini
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -25,7 +27,9 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 class BiasedMF(RatingModel):
-    """Args:
+    """Biased MF (Koren, Bell & Volinsky 2009): mu + b_u + b_i + <p_u, q_i>, Surprise's SVD.
+
+    Args:
         dim: factor size k (Surprise: 100).
         reg: L2 weight per rating on p_u and q_i (Surprise: 0.02).
         bias_reg: L2 weight per rating on b_u and b_i (Surprise: 0.02).
@@ -42,7 +46,7 @@ class BiasedMF(RatingModel):
                     "model.optimizer": ["sgd", "adam"]}
 
     def __init__(self, n_users: int, n_items: int, dim: int = 100, reg: float = 0.02, bias_reg: float = 0.02,
-                 lr: float = 0.005, optimizer: str = "sgd", init_std: float = 0.1):
+                 lr: float = 0.005, optimizer: Literal["sgd", "adam"] = "sgd", init_std: float = 0.1):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {optimizer!r})")

@@ -20,7 +20,9 @@ from rrnx.models.base import TRAIN_LOSS, RatingModel
 
 
 class PMF(RatingModel):
-    """Args:
+    """PMF (Salakhutdinov & Mnih, NIPS 2008): r_hat = <u_i, m_j> (+ mean, + biases).
+
+    Args:
         dim: factor size k.
         reg: lambda, the L2 weight per observed rating (on the factors the rating touches).
         lr: learning rate of SparseAdam.

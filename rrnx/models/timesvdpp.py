@@ -48,7 +48,9 @@ def scalar_table(n: int, init: float = 0.0) -> nn.Embedding:
 
 
 class TimeSVDpp(RatingModel):
-    """Args:
+    """TimeSVD++ (Koren, KDD 2009): time-dependent biases and user factors with implicit feedback.
+
+    Args:
         dim: factor size k (the paper's grid: 20, 40, 80, 160).
         reg: L2 weight per rating on the static terms it touches (the paper's grid: 1 .. 1e-5).
         time_reg: L2 weight on the time-dependent terms alpha_u, alpha_pu, b_{u,t}, c_{u,t} and
@@ -60,8 +62,8 @@ class TimeSVDpp(RatingModel):
         beta: exponent of dev_u(t) (Koren: 0.4).
         init_std: standard deviation of the Gaussian initialisation of p_u, q_i and y_j.
         bias_reg: per-rating L2 weight on b_u and b_i (None: `reg`, as Koren and the paper).
-        bias_reg_user, bias_reg_item: per-user / per-item penalty on b_u^2 / b_i^2 (see above;
-            the `bias` model's reg_user, reg_item); added to `bias_reg`'s per-rating L2.
+        bias_reg_user: per-user penalty on b_u^2 (the `bias` model's reg_user), added to `bias_reg`'s per-rating L2.
+        bias_reg_item: per-item penalty on b_i^2 (the `bias` model's reg_item), added to `bias_reg`'s per-rating L2.
         baseline_init: start b_u, b_i at the baseline predictors' least-squares solution (see above).
     """
 

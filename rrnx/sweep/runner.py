@@ -163,8 +163,8 @@ def quiet_logging() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial instead
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    import warnings
-    warnings.filterwarnings("ignore")
+    from rrnx.loggers import quiet_lightning
+    quiet_lightning()  # rrnx's known-noise filters only: other warnings, deprecations included, still show
 
 
 def load_study(job: Job):

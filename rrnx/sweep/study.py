@@ -34,7 +34,9 @@ class SweepResult:
 
 
 def default_out(sweep: Sweep, study_name: str) -> Path:
-    return Path("sweeps-out") / study_name
+    from rrnx.config import default_out as out_folder
+
+    return out_folder("sweep", study_name)
 
 
 def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None, workers: int = 1,
@@ -70,7 +72,7 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
         say(f"note: worker(s) {', '.join(failed_workers)} stopped early; the others met the budget")
     elif failed_workers:
         raise RrnxError(f"worker(s) {', '.join(failed_workers)} stopped early; the report in {out} covers "
-                        f"the trials that ran; continue with --resume")
+                        f"the trials that ran; continue with --resume {out}")
     return result
 
 
@@ -90,9 +92,9 @@ def open_study(sweep: Sweep, storage: str, study_name: str, resume: bool, local:
     exists = study_exists(backend, study_name)
     where = redact(storage)
     if resume and not exists:
-        raise RrnxError(f"--resume: no study {study_name!r} in {where}; run without --resume to start it")
+        raise RrnxError(f"--resume: no study {study_name!r} in {where}; run with --out instead of --resume to start it")
     if exists and local and not resume:
-        raise RrnxError(f"{where} already holds study {study_name!r}; pass --resume to continue it, "
+        raise RrnxError(f"{where} already holds study {study_name!r}; pass --resume {Path(storage).parent} to continue it, "
                         f"or choose another --out or --study-name")
     sampler, pruner = make_sampler(sweep), make_pruner(sweep)
     if not exists:

@@ -17,6 +17,7 @@ Layout and packing: sequences.py.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import torch
 from torch import nn
@@ -91,19 +92,25 @@ class SideNetwork(nn.Module):
 
 
 class RRN(RRNStates, RatingModel):
-    """Args:
+    """RRN (Wu et al., WSDM 2017): user and item LSTMs over time steps plus a stationary MF, eq. (7).
+
+    Args:
         dim: size of the stationary factors u_i, m_j (20 for Netflix, 160 for IMDb in Section 4.1).
         reg: L2 weight on the stationary factors, per rating (as PMF's lambda).
         lr: learning rate of the PMF pre-train (SparseAdam, as PMF's lr).
-        hidden, embed_dim, dynamic_dim, layers: LSTM size, eq. (5) embedding size, size of
-            W u_t + b, LSTM layers (Section 4.1: 40, 40, 20, 1).
-        net_lr, net_weight_decay: Adam for the networks (embeddings, LSTMs, projections).
+        hidden: LSTM size (Section 4.1: 40).
+        embed_dim: eq. (5) embedding size (Section 4.1: 40).
+        dynamic_dim: size of W u_t + b, the dynamic states' projection in eq. (7) (Section 4.1: 20).
+        layers: LSTM layers (Section 4.1: 1).
+        net_lr: Adam's learning rate for the networks (embeddings, LSTMs, projections).
+        net_weight_decay: Adam's weight decay for the networks.
         stationary_lr: SGD for the stationary factors in the joint phases; each entity's step is
             its mean gradient over its ratings in the batch (a diagonal preconditioner).
         pretrain_epochs: PMF epochs on the stationary factors before the joint epochs (Section 4.1).
         pmf_run: a finished `rrnx fit` PMF run on the same data to take the stationary factors
             from instead (its dim must equal `dim`); rrnx fit loads it and hands it over (use_pmf).
-        user_batch_size, item_batch_size: entities per step of the user / item phase.
+        user_batch_size: users per step of the user phase.
+        item_batch_size: items per step of the item phase.
         rating_input: x_t's values: "raw" ratings, or "scaled" (divided by the scale's maximum).
         input_norm: W_embed x_t as a "sum" (eq. 5 as written), or divided by "sqrt" or "mean" of
             the step's rating count.
@@ -148,9 +155,9 @@ class RRN(RRNStates, RatingModel):
                  net_lr: float = 3e-3, net_weight_decay: float = 0.0, stationary_lr: float = 0.1,
                  pretrain_epochs: int = 5, pmf_run: str | None = None,
                  user_batch_size: int = 256, item_batch_size: int = 64,
-                 rating_input: str = "scaled", input_norm: str = "sqrt",
+                 rating_input: Literal["scaled", "raw"] = "scaled", input_norm: Literal["sum", "sqrt", "mean"] = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
-                 eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
+                 eval_batch_rows: int = 200_000, step_stats: bool | Literal["mean", "residual"] = False, dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
                  forget_bias: float = 0.0, bias_reg: float | None = None):
         super().__init__()
