@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from rrnx.report.plotting import finish, panel_figure
+from rrnx.report.plotting import bytes_axis, finish, panel_figure
 from rrnx.report.section import ReportOptions, Section
 
 KEY, TITLE, PAPER = "size_accuracy", "Size vs accuracy", "Fig. 1"
@@ -25,9 +25,10 @@ def plot_size_accuracy(frame: pd.DataFrame):
             ax.annotate(row["run"], (row["size_bytes"], row["test_rmse"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("model size (bytes, 4 per parameter)")
-    ax.set_ylabel("test RMSE")
     ax.margins(x=0.3, y=0.2)
+    bytes_axis(ax)
+    ax.set_xlabel("model size (4 bytes per parameter)")
+    ax.set_ylabel("test RMSE")
     ax.legend(fontsize=7)
     return finish(fig)
 
