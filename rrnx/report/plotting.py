@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: reports run on servers without a display
@@ -13,6 +15,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 
 PANEL_SIZE = (5.0, 3.4)
+FORMATS = ("png", "pdf", "svg")  # PNG for the page and W&B; PDF and SVG scale for a paper
+# TrueType fonts in PDFs (matplotlib's default Type 3 is refused by some publishers' checks); no
+# creation dates, so an unchanged figure gives the same file
+VECTOR_SETTINGS = {"pdf.fonttype": 42, "svg.hashsalt": "rrnx"}
+NO_DATES = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
 BYTE_UNITS = ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1.0, "B"))
 
 
@@ -76,6 +83,16 @@ def finish(fig):
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def save_figure(fig, stem: Path, dpi: int) -> list[Path]:
+    """`fig` as stem.png (at `dpi`), stem.pdf and stem.svg, then closed; returns the paths in FORMATS order."""
+    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in FORMATS]
+    with matplotlib.rc_context(VECTOR_SETTINGS):
+        for path, fmt in zip(paths, FORMATS):
+            fig.savefig(path, dpi=dpi, metadata=NO_DATES.get(fmt))
+    close(fig)
+    return paths
 
 
 def min_yspan(ax, span: float) -> None:

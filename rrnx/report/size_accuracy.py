@@ -12,7 +12,7 @@ KEY, TITLE, PAPER = "size_accuracy", "Size vs accuracy", "Fig. 1"
 
 
 def size_accuracy(runs) -> pd.DataFrame:
-    return pd.DataFrame([{"run": run.label, "model": run.model_name, "size_bytes": run.metrics.get("size_bytes"),
+    return pd.DataFrame([{"run": run.label, "model": run.model_label, "size_bytes": run.metrics.get("size_bytes"),
                           "params": run.metrics.get("params"), "test_rmse": run.metrics.get("test_rmse")}
                          for run in runs])
 
