@@ -19,7 +19,7 @@ from rrnx.errors import RecipeError
 
 SECTIONS = ("data", "model", "trainer", "logger")
 LOGGER_KEYS = ("name", "project", "mode", "entity", "group", "tags", "job_type")
-LOGGERS = ("wandb", "csv", "none")
+LOGGERS = ("wandb", "tensorboard", "csv", "none")
 # Trainer keys rrnx itself handles; all other keys go to lightning.Trainer as they are.
 TRAINER_OWN_KEYS = ("seed", "num_threads")
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing")

@@ -103,7 +103,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     (["--data.pathh=x"], "data.pathh: unknown key"),
     (["--trainer.max_epoch=1"], "trainer.max_epoch: unknown key"),
     (["--optim.lr=1"], "unknown section 'optim'"),
-    (["--logger.name=tensorboard"], "unknown logger 'tensorboard'"),
+    (["--logger.name=mlflow"], "unknown logger 'mlflow'"),
     (["--data.test_start=2030-01-01", "--data.test_end=null"], "test side is empty"),
     (["--data.train_start=null", "--data.test_start=2004-01-01"], "train side is empty"),
     (["--data.user_granularity=fortnight"], "not a granularity"),
