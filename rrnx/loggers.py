@@ -1,9 +1,10 @@
-"""Experiment loggers: W&B in offline mode by default (no account, no network), CSV, or none."""
+"""Experiment loggers: W&B in offline mode by default (no account, no network), TensorBoard, CSV, or none."""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import warnings
 from pathlib import Path
 
@@ -24,18 +25,38 @@ def quiet_lightning() -> None:
 
 
 def make_logger(spec: dict, run_dir: Path, run_name: str, config: dict):
-    """The recipe's `logger:` section as a Lightning logger (or False for none)."""
+    """The recipe's `logger:` section as a Lightning logger (or False for none), writing under the
+    run folder: RUN/csv/metrics.csv, RUN/tensorboard/events.out.tfevents.*, RUN/wandb/."""
     name = spec.get("name", "wandb")
     if name == "none":
         return False
     if name == "csv":
         from lightning.pytorch.loggers import CSVLogger
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if name == "tensorboard":  # a resumed run appends a new events file to the same folder; steps go on
+        from lightning.pytorch.loggers import TensorBoardLogger
+        return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     from lightning.pytorch.loggers import WandbLogger
     os.environ.setdefault("WANDB_SILENT", "true")
+    # the same W&B run id for every process of a run folder (WandbLogger passes resume="allow"), so
+    # `rrnx fit --resume` continues the run's W&B run instead of starting a second one
     return WandbLogger(project=spec.get("project") or "rrnx", entity=spec.get("entity"), group=spec.get("group"),
-                       tags=spec.get("tags"), job_type=spec.get("job_type"), name=run_name,
+                       tags=spec.get("tags"), job_type=spec.get("job_type"), name=run_name, id=wandb_run_id(run_dir),
                        save_dir=str(run_dir), mode=wandb_mode(spec), config=config)
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id recorded in the run folder (RunDir.WANDB_RUN), recorded now if there is none:
+    a fresh run folder gets a new id, a resumed one keeps its first process's."""
+    from rrnx.rundir import RunDir
+
+    run = RunDir(run_dir)
+    recorded = run.read_json(RunDir.WANDB_RUN).get("id") if run.file(RunDir.WANDB_RUN).is_file() else None
+    if recorded:
+        return str(recorded)
+    run_id = secrets.token_hex(4)  # 8 characters, as W&B's own ids
+    run.write_json(RunDir.WANDB_RUN, {"id": run_id})
+    return run_id
 
 
 def wandb_mode(spec: dict) -> str:

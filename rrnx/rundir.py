@@ -2,7 +2,8 @@
 
 A run folder holds recipe.yaml (resolved), split.json (Table 1), manifest.json (data fingerprint),
 metrics.json, predictions.parquet, truth.json (synthetic data), checkpoints/best.ckpt and
-checkpoints/last.ckpt, and while a run has not finished, the marker INCOMPLETE. What it promises:
+checkpoints/last.ckpt, wandb-run.json (the W&B run id, with the W&B logger) and the logger's
+folder (wandb/, tensorboard/ or csv/), and while a run has not finished, the marker INCOMPLETE. What it promises:
 
 - one writer: `lock()` holds an exclusive flock on `.lock` for the whole run, taken before any data
   loads, so a second `rrnx fit` into the folder is refused in one line;
@@ -111,6 +112,7 @@ class RunDir:
     RECIPE, SPLIT, MANIFEST, METRICS = "recipe.yaml", "split.json", "manifest.json", "metrics.json"
     PREDICTIONS, TRUTH, INCOMPLETE, LOCK = "predictions.parquet", "truth.json", "INCOMPLETE", ".lock"
     CHECKPOINTS, BEST, LAST = "checkpoints", "best", "last"
+    WANDB_RUN = "wandb-run.json"  # the W&B run id, kept so that --resume logs to the same W&B run
 
     def __init__(self, path) -> None:
         self.path = Path(path)

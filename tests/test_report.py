@@ -8,6 +8,7 @@ shift; PMF's must be exactly flat. RRN runs are marked slow.
 from __future__ import annotations
 
 import importlib.util
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ import pytest
 
 from rrnx.cli import main
 from rrnx.report import ReportOptions, load_runs, write_report
-from rrnx.report import cold_start, exogenous, granularity, scale_shift, update
-from rrnx.report.runs import expand_run_dirs
+from rrnx.report import cold_start, exogenous, granularity, scale_shift, size_accuracy, update
+from rrnx.report.runs import ReportRun, expand_run_dirs, name_runs
 
 TINY_DATA = ["--data.synthetic.n_users=400", "--data.synthetic.n_items=150", "--data.synthetic.n_ratings=8000"]
 TINY_OPTIONS = ReportOptions(n_users=60, n_active_users=60, items_per_group=20, min_period_ratings=3,
@@ -73,7 +74,87 @@ def test_report_on_pmf_skips_what_it_cannot_show(pmf_run, same_cache, tmp_path):
         assert "data:image/png;base64," in html
     assert "Skipped: needs two runs on the same split" in html  # cold start
     assert "no advance(): pmf" in html  # update without re-training
-    assert "needs at least two runs to compare" in html  # granularity
+    # Table 3 at one granularity: not drawn, a note with the command that would give it a second one
+    assert "no trade-off to show" in html and "--data.user_granularity=14d" in html
+    assert not (tmp_path / "out" / "granularity.png").exists()
+
+
+@pytest.fixture(scope="module")
+def pmf_14d_run(pmf_run, cache):
+    """pmf_run's data and model at 14-day steps: a second granularity for Table 3."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RRNX_CACHE", str(cache))
+        mp.chdir(Path(__file__).resolve().parents[1])
+        return fit_run(pmf_run.parent / "pmf-14d", "--model.name=pmf", "--trainer.max_epochs=2", *TINY_DATA,
+                       "--data.user_granularity=14d", "--data.item_granularity=14d")
+
+
+def fake_run(folder: str, model: str) -> ReportRun:
+    return ReportRun(Path("runs") / folder, {"model": {"name": model}}, {}, {}, None)
+
+
+def test_runs_are_named_by_model_unless_labelled():
+    runs = [fake_run("rrn-20261126-200000", "rrn"), fake_run("pmf-20261126-200000", "pmf")]
+    name_runs(runs)
+    assert [r.label for r in runs] == ["rrn", "pmf"]  # the model, not the folder
+    name_runs(runs, {"rrn": "RRN", "pmf": "PMF"})
+    assert [(r.label, r.model_label) for r in runs] == [("RRN", "RRN"), ("PMF", "PMF")]
+    twins = [fake_run("rrn-7d", "rrn"), fake_run("rrn-14d", "rrn"), fake_run("pmf", "pmf")]
+    name_runs(twins, {"rrn": "RRN"})  # one model twice: the folder tells the panels apart
+    assert [r.label for r in twins] == ["RRN (rrn-7d)", "RRN (rrn-14d)", "pmf"]
+    name_runs(twins, {"rrn-7d": "RRN weekly", "rrn": "RRN"})  # a folder's label wins over its model's
+    assert [r.label for r in twins] == ["RRN weekly", "RRN", "pmf"]
+    with pytest.raises(Exception, match="'rnn' is no model or run folder given here"):
+        name_runs(twins, {"rnn": "RNN"})
+    with pytest.raises(Exception, match="several run folders are labelled 'RRN'"):
+        name_runs(twins, {"rrn-7d": "RRN", "rrn-14d": "RRN"})
+
+
+def test_labels_reach_panels_legends_and_saved_figures(pmf_run, pmf_14d_run, same_cache, tmp_path):
+    labels = {"pmf": "PMF", "pmf-14d": "PMF 14 days"}
+    runs = load_runs([pmf_run, pmf_14d_run], labels=labels)
+    fig = scale_shift.section(runs, TINY_OPTIONS).figures["scale_shift"]
+    assert [ax.get_title() for ax in fig.axes] == ["PMF", "PMF 14 days"]
+    fig = size_accuracy.section(runs, TINY_OPTIONS).figures["size_accuracy"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["PMF"]  # the model's label
+    out = tmp_path / "report"
+    assert main(["report", str(pmf_run), str(pmf_14d_run), "--labels", "pmf=PMF,pmf-14d=PMF 14 days", "--no-wandb",
+                 "--only", "scale_shift,granularity", "--users", "60", "--items-per-group", "20",
+                 "--out", str(out), "--dpi", "50"]) == 0
+    svg = (out / "scale_shift.svg").read_text()
+    assert "<!-- PMF -->" in svg and "<!-- PMF 14 days -->" in svg and "<!-- pmf -->" not in svg
+    # two granularities: Table 3 is drawn; every figure is PNG (on the page), PDF and SVG
+    html = (out / "index.html").read_text()
+    assert "Skipped" not in html and html.count("data:image/png;base64,") == 2
+    for name in ("scale_shift", "granularity"):
+        assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+        assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF-")
+        assert (out / f"{name}.pdf").stat().st_size > 5_000
+        assert ElementTree.parse(out / f"{name}.svg").getroot().tag.endswith("svg")
+        assert f'href="{name}.pdf"' in html and f'href="{name}.svg"' in html
+
+
+@pytest.mark.parametrize("value", ["rrn", "rrn=", "=RRN", "rrn=RRN,pmf", "rrn=A,rrn=B"])
+def test_malformed_labels_are_one_line(tmp_path, capsys, value):
+    assert main(["report", str(tmp_path / "nope"), "--no-wandb", "--labels", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--labels" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("sizes", [(2.7e5, 9.2e5), (3.7e6, 7.5e6), (1.2e4, 3e7), (5e5,)])
+def test_size_axis_labels_do_not_collide(sizes):
+    """Fig. 1: matplotlib labelled minor log ticks (3x10^5, 4x10^5...) on spans under a decade, overlapping."""
+    frame = pd.DataFrame({"run": [f"run {k}" for k in range(len(sizes))], "model": "pmf",
+                          "size_bytes": sizes, "test_rmse": 0.9})
+    fig = size_accuracy.plot_size_accuracy(frame)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    shown = [t for t, x in zip(ax.get_xticklabels(), ax.get_xticks()) if low <= x <= high and t.get_text()]
+    assert 2 <= len(shown) <= 7 and all(t.get_text().endswith("B") for t in shown)
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
+    boxes = sorted((t.get_window_extent() for t in shown), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in shown]
 
 
 def test_cold_start_buckets_and_split_check(pmf_run, same_cache, tmp_path):

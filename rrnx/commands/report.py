@@ -16,6 +16,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, help="where index.html goes (default runs/report-TIME)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the figures and tables to W&B")
     parser.add_argument("--only", help=f"comma-separated analyses to run, of: {', '.join(ANALYSIS_KEYS)}")
+    parser.add_argument("--labels", metavar="NAME=LABEL,...",
+                        help="names for the figures: model or run folder names mapped to panel and legend labels, "
+                        "e.g. rrn=RRN,pmf=PMF (default: the model's name)")
     parser.add_argument("--items", help="comma-separated item ids to trace (Figs. 5-7), e.g. award winners")
     parser.add_argument("--event-date", help="the date of the event the --items are measured against (Fig. 5)")
     parser.add_argument("--shift-date", help="a known rating-scale change to mark (Fig. 8); synthetic truth has one")
@@ -43,7 +46,9 @@ def run(args, overrides) -> int:
 
     from rrnx.errors import RrnxError
     from rrnx.report import ReportOptions, write_report
+    from rrnx.report.runs import parse_labels
 
+    labels = parse_labels(args.labels)
     only = [k.strip() for k in args.only.split(",")] if args.only else None
     unknown = sorted(set(only or ()) - set(ANALYSIS_KEYS))
     if unknown:
@@ -68,5 +73,5 @@ def run(args, overrides) -> int:
     from rrnx.config import default_out
 
     write_report(args.run_dirs, args.out or default_out("report"), options, use_wandb=not args.no_wandb, only=only,
-                 command=command, allow_data_change=args.allow_data_change)
+                 command=command, allow_data_change=args.allow_data_change, labels=labels)
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rrnx.report import (cold_start, endogenous, exogenous, granularity, scale_shift, size_accuracy,
                          update)
-from rrnx.report.plotting import close
+from rrnx.report.plotting import save_figure
 from rrnx.report.runs import ReportRun, load_runs
 from rrnx.report.section import ReportOptions, Section, Skip
 
@@ -31,7 +31,8 @@ class Outcome:
     paper: str
     section: Section | None = None
     reason: str = ""
-    pngs: list[Path] = field(default_factory=list)
+    pngs: list[Path] = field(default_factory=list)  # shown on the page and in W&B
+    vectors: list[Path] = field(default_factory=list)  # the same figures as PDF and SVG, for papers
     csv: Path | None = None
 
 
@@ -58,10 +59,9 @@ def run_analyses(runs: list[ReportRun], options: ReportOptions, out: Path, only:
 
 def save_files(outcome: Outcome, out: Path, dpi: int) -> None:
     for stem, fig in outcome.section.figures.items():
-        path = out / f"{stem}.png"
-        fig.savefig(path, dpi=dpi)
-        close(fig)
-        outcome.pngs.append(path)
+        png, *vectors = save_figure(fig, out / stem, dpi)
+        outcome.pngs.append(png)
+        outcome.vectors += vectors
     if outcome.section.frame is not None:
         outcome.csv = out / f"{outcome.key}.csv"
         outcome.section.frame.to_csv(outcome.csv, index=False)
@@ -69,12 +69,13 @@ def save_files(outcome: Outcome, out: Path, dpi: int) -> None:
 
 def write_report(run_dirs: list[Path], out: Path, options: ReportOptions | None = None, use_wandb: bool = True,
                  only: list[str] | None = None, command: str = "rrnx report", say=print,
-                 allow_data_change: bool = False) -> Path:
-    """Loads the runs, runs the analyses, writes out/index.html (and logs to W&B); returns the page."""
+                 allow_data_change: bool = False, labels: dict[str, str] | None = None) -> Path:
+    """Loads the runs, runs the analyses, writes out/index.html (and logs to W&B); returns the page.
+    `labels` maps model or run folder names to the names figures show (`--labels rrn=RRN`)."""
     from rrnx.report.html import write_page
 
     options = options or ReportOptions()
-    runs = load_runs(run_dirs, allow_data_change)
+    runs = load_runs(run_dirs, allow_data_change, labels)
     for run in runs:  # every run's data against its fingerprint before any figure is drawn (runs share loads)
         run.data
     out = Path(out)

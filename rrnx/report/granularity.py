@@ -33,7 +33,7 @@ def granularity_table(runs) -> pd.DataFrame:
     for run in runs:
         seconds = phase_seconds(run.metrics.get("epochs", []))
         user_g, item_g = run.granularity
-        rows.append({"run": run.label, "model": run.model_name, "granularity": f"{user_g} / {item_g}",
+        rows.append({"run": run.label, "model": run.model_label, "granularity": f"{user_g} / {item_g}",
                      "test_rmse": run.metrics.get("test_rmse"),
                      "user_phase_s": seconds.get("user", np.nan), "item_phase_s": seconds.get("item", np.nan),
                      "epoch_s": seconds["epoch"], "epochs": len(run.metrics.get("epochs", []))})
@@ -55,13 +55,21 @@ def plot_granularity(table: pd.DataFrame):
 
 
 def section(runs, options: ReportOptions) -> Section:
-    if len(runs) < 2:
-        raise Skip("needs at least two runs to compare (e.g. a sweep over data.user_granularity and "
-                   "data.item_granularity, or RRN and PMF runs)")
+    granularities = {run.granularity for run in runs}
+    if len(granularities) < 2:
+        raise Skip(one_granularity_note(runs[0]))
     table = granularity_table(runs)
     caption = ("Granularity (user / item), test RMSE and mean training seconds per epoch of the user and item "
                "phases (RRN) and of the whole epoch (wall clock, including validation).")
-    if len({run.granularity for run in runs}) < 2:
-        caption += (f" All runs here use {'/'.join(runs[0].granularity)}: the table compares models at one "
-                    "granularity; give runs that differ in granularity (or a sweep folder) for the trade-off.")
     return Section(KEY, TITLE, PAPER, caption, {KEY: plot_granularity(table)}, {"Table 3": table.round(4)}, table)
+
+
+def one_granularity_note(run) -> str:
+    """Why Table 3 is not drawn from runs at one granularity, and the commands that would give it one."""
+    user_g, item_g = run.granularity
+    other = "7d" if user_g == item_g == "14d" else "14d"
+    return (f"every run given uses {user_g} / {item_g} time steps (user / item), so there is no trade-off to show; "
+            f"train the same recipe at another granularity, e.g. `rrnx fit {run.run_dir}/recipe.yaml "
+            f"--data.user_granularity={other} --data.item_granularity={other} --out {run.run_dir}-{other}`, "
+            "or sweep a grid (`rrnx sweep sweeps/rrn-granularity.yaml`), then give those runs (or the sweep folder) "
+            "to `rrnx report` with these")

@@ -1,5 +1,5 @@
-"""The report page: one self-contained HTML file (figures inlined as base64 PNG; the PNG and
-CSV files also lie beside it), with the runs, every analysis and why any was skipped."""
+"""The report page: one self-contained HTML file (figures inlined as base64 PNG; the PNG, PDF, SVG
+and CSV files also lie beside it), with the runs, every analysis and why any was skipped."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ def table_html(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
-def image_html(png: Path) -> str:
+def image_html(png: Path, files: list[Path]) -> str:
+    """The PNG inlined, then links to it and to `files` (the same figure as PDF, SVG)."""
     encoded = base64.b64encode(png.read_bytes()).decode("ascii")
-    return (f'<p><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{encoded}"></p>'
-            f'<p><a href="{html.escape(png.name)}">{html.escape(png.name)}</a></p>')
+    links = " · ".join(f'<a href="{html.escape(path.name)}">{html.escape(path.name)}</a>' for path in [png, *files])
+    return f'<p><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{encoded}"></p>\n<p>{links}</p>'
 
 
 def runs_table(runs) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def outcome_html(outcome) -> str:
         return f'{head}\n<p class="skipped">Skipped: {html.escape(outcome.reason)}</p>'
     section = outcome.section
     parts = [head, f'<p class="caption">{html.escape(section.caption)}</p>']
-    parts += [image_html(png) for png in outcome.pngs]
+    parts += [image_html(png, [v for v in outcome.vectors if v.stem == png.stem]) for png in outcome.pngs]
     for name, table in section.tables.items():
         parts += [f"<h3>{html.escape(name)}</h3>", table_html(table)]
     parts += [f"<p>{html.escape(note)}</p>" for note in section.notes]

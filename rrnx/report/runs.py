@@ -7,6 +7,7 @@ whose recipes name the same data share one TemporalDataModule.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,18 +29,18 @@ class ReportRun:
     truth: dict | None
     data_cache: dict = field(default_factory=dict, repr=False)
     allow_data_change: bool = False
+    label: str = ""  # how panels, legends and tables name the run (name_runs)
+    model_label: str = ""  # how legends name its model
     _model: object = field(default=None, repr=False)
     _data_checked: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.model_label = self.model_label or self.model_name
+        self.label = self.label or self.model_label
 
     @property
     def model_name(self) -> str:
         return self.recipe["model"]["name"]
-
-    @property
-    def label(self) -> str:
-        """How figures name the run: model, and the folder when that says more."""
-        name = self.run_dir.name
-        return self.model_name if name == self.model_name else f"{self.model_name} ({name})"
 
     @property
     def fingerprint(self) -> dict:
@@ -95,9 +96,49 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
-def load_runs(paths: list[Path], allow_data_change: bool = False) -> list[ReportRun]:
-    """Every given run (sweeps expanded), sharing one data cache; each run's data is checked against
-    its recorded fingerprint when first used."""
+def parse_labels(text: str | None) -> dict[str, str]:
+    """`rrn=RRN,pmf=PMF` (`--labels`) as {name: label}; a malformed value is one error line."""
+    labels: dict[str, str] = {}
+    for pair in filter(str.strip, (text or "").split(",")):
+        name, sep, label = (part.strip() for part in pair.partition("="))
+        if not (sep and name and label):
+            raise RrnxError(f"--labels: {pair.strip()!r} is not NAME=LABEL; give comma-separated pairs of a model "
+                            "or run folder name and its label, e.g. --labels rrn=RRN,pmf=PMF")
+        if name in labels:
+            raise RrnxError(f"--labels: {name!r} is given twice")
+        labels[name] = label
+    return labels
+
+
+def name_runs(runs: list[ReportRun], labels: dict[str, str] | None = None) -> None:
+    """Sets each run's `label` (panel titles, legends) and `model_label`: a label given for the run's
+    folder name, else for its model, else the model's name. Runs that would share a label get
+    their folder name after it (`rrn (rrn-14d)`); a name in `labels` that matches no run folder or
+    model here is an error (a typo would otherwise go unnoticed)."""
+    labels = labels or {}
+    known = {run.run_dir.name for run in runs} | {run.model_name for run in runs}
+    unknown = [name for name in labels if name not in known]
+    if unknown:
+        raise RrnxError(f"--labels: {', '.join(map(repr, unknown))} is no model or run folder given here; "
+                        f"known: {', '.join(sorted(known))}")
+    for run in runs:
+        run.model_label = labels.get(run.model_name, run.model_name)
+        run.label = labels.get(run.run_dir.name, run.model_label)
+    chosen = Counter(run.label for run in runs if run.run_dir.name in labels)
+    clash = [label for label, n in chosen.items() if n > 1]
+    if clash:
+        raise RrnxError(f"--labels: several run folders are labelled {clash[0]!r}; their panels would merge")
+    for describe in (lambda run: run.run_dir.name, lambda run: str(run.run_dir)):
+        counts = Counter(run.label for run in runs)
+        for run in runs:
+            if counts[run.label] > 1 and run.run_dir.name not in labels:
+                run.label = f"{run.model_label} ({describe(run)})"
+
+
+def load_runs(paths: list[Path], allow_data_change: bool = False,
+              labels: dict[str, str] | None = None) -> list[ReportRun]:
+    """Every given run (sweeps expanded), sharing one data cache, named for the figures by
+    `name_runs`; each run's data is checked against its recorded fingerprint when first used."""
     if not paths:
         raise RrnxError("give at least one run directory, e.g. rrnx report runs/rrn-... runs/pmf-...")
     cache: dict = {}
@@ -107,6 +148,7 @@ def load_runs(paths: list[Path], allow_data_change: bool = False) -> list[Report
         manifest = _read_json(run_dir / RunDir.MANIFEST) or {}
         truth = _read_json(run_dir / RunDir.TRUTH)
         runs.append(ReportRun(run_dir, recipe, metrics, manifest, truth, cache, allow_data_change))
+    name_runs(runs, labels)
     return runs
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from rrnx.report.plotting import finish, panel_figure
+from rrnx.report.plotting import bytes_axis, finish, panel_figure
 from rrnx.report.section import ReportOptions, Section
 
 KEY, TITLE, PAPER = "size_accuracy", "Size vs accuracy", "Fig. 1"
 
 
 def size_accuracy(runs) -> pd.DataFrame:
-    return pd.DataFrame([{"run": run.label, "model": run.model_name, "size_bytes": run.metrics.get("size_bytes"),
+    return pd.DataFrame([{"run": run.label, "model": run.model_label, "size_bytes": run.metrics.get("size_bytes"),
                           "params": run.metrics.get("params"), "test_rmse": run.metrics.get("test_rmse")}
                          for run in runs])
 
@@ -25,9 +25,10 @@ def plot_size_accuracy(frame: pd.DataFrame):
             ax.annotate(row["run"], (row["size_bytes"], row["test_rmse"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("model size (bytes, 4 per parameter)")
-    ax.set_ylabel("test RMSE")
     ax.margins(x=0.3, y=0.2)
+    bytes_axis(ax)
+    ax.set_xlabel("model size (4 bytes per parameter)")
+    ax.set_ylabel("test RMSE")
     ax.legend(fontsize=7)
     return finish(fig)
 
