@@ -40,7 +40,7 @@ MEAN_ROW = "mean (training)"  # predicts the training mean for every rating
 INTERVALS_NOTE = ("Last column: the model's test RMSE minus that of the best other model (the mean row "
                   "left out), with a paired bootstrap 95% interval (1,000 resamples of the test rows, "
                   "seed 0); an interval that excludes 0 is a difference the test rows support.")
-TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.png")
+TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.png", "comparison.pdf", "comparison.svg")
 
 
 @dataclass
@@ -272,21 +272,23 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
+
+    from rrnx.report.plotting import bytes_axis
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.scatter(table["size_bytes"], table["test_rmse"], s=36)
     for _, row in table.iterrows():
         ax.annotate(row["model"], (row["size_bytes"], row["test_rmse"]), textcoords="offset points", xytext=(5, 4))
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decade labels only
+    ax.margins(x=0.2, y=0.1)  # room for the labels
+    bytes_axis(ax)  # a few readable size labels (as the report's Fig. 1), whatever the span
     ax.set_xlabel("model size (bytes, 4 per parameter)")
     ax.set_ylabel("test RMSE")
-    ax.margins(x=0.2, y=0.1)  # room for the labels
     ax.set_title(f"Accuracy and size: {'/'.join(Path(str(title)).parts[-2:])}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    for suffix in (".png", ".pdf", ".svg"):  # PNG for the page and W&B; PDF and SVG for a paper
+        fig.savefig(path.with_suffix(suffix), dpi=120)
     plt.close(fig)
 
 

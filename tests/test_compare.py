@@ -66,7 +66,8 @@ def test_compare_writes_table_and_figure_and_reuses_runs(tmp_path, capsys):
     markdown = (out / "comparison.md").read_text()
     assert "| model | test RMSE | val RMSE | parameters | size (bytes) | training time (s) |" in markdown
     assert "autorec-u: recipe key(s) dim, reg not accepted" in markdown
-    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG" and (out / "comparison.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (out / "comparison.svg").read_text().lstrip().startswith("<?xml")
     capsys.readouterr()
     assert main(argv) == 0  # a second call reuses both finished runs
     assert capsys.readouterr().out.count("reusing the finished run") == 2

@@ -36,9 +36,12 @@ def test_tensorboard_logger_writes_val_rmse_under_the_run(tmp_path):
     assert "test_rmse" in reader.Tags()["scalars"]  # the final numbers too
 
 
-def test_resume_continues_the_same_wandb_run(tmp_path):
+def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
     recipe = recipe_with(tmp_path, "wandb", 3)
     run_dir = tmp_path / "run"
+    # as two separate `rrnx fit` invocations would: the killed process must not attach to the W&B
+    # service an earlier test started in this pytest process (it would keep the run id "in use")
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
     fit_killed(recipe, run_dir, "epoch_start", 1)  # kill -9 after epoch 0's checkpoint
     run_id = json.loads((run_dir / RunDir.WANDB_RUN).read_text())["id"]
     assert [p.name for p in (run_dir / "wandb").glob("offline-run-*")] != []
