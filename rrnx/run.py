@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from rrnx.data.datamodule import TemporalDataModule
+from rrnx.data.sources import resolve_data
 from rrnx.data.split import format_summary
 from rrnx.errors import RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
@@ -119,6 +120,9 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     quiet_lightning()
     say = (lambda *a: None) if quiet else print
     if not resume:
+        recipe, source = resolve_data(recipe)  # recorded as it runs: no data.path -> the synthetic section
+        if source:
+            say(source)
         recipe, notes = resolve_model(recipe)
         for note in notes:
             say(f"note: {note}")

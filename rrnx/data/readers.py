@@ -528,8 +528,11 @@ def _detect_dir(path: Path) -> str:
 
 def read_ratings(path, format: str = "auto", columns: dict | None = None, sep: str | None = None,
                  scale: tuple[float, float] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Read a ratings file or dataset directory into the canonical table (see module docstring)."""
-    path = Path(path)
+    """Read a ratings file or dataset directory into the canonical table (see module docstring);
+    `rrnx:NAME` reads a data set shipped with rrnx."""
+    from rrnx.data.sources import resolve_path
+
+    path = resolve_path(path)
     if format not in FORMATS + ("auto",):
         raise DataError(f"unknown format '{format}'; valid formats: auto, {', '.join(FORMATS)}")
     if not path.exists():
