@@ -10,7 +10,8 @@ TAKES_OVERRIDES = True
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", nargs="?", help="recipe YAML (e.g. recipes/synthetic.yaml)")
+    parser.add_argument("recipe", nargs="?", help="recipe YAML (e.g. recipes/synthetic.yaml), or the name of a "
+                        "packaged recipe (e.g. synthetic; `rrnx recipes` lists them)")
     parser.add_argument("--run-dir", type=Path, help="where to write the run (default runs/MODEL-TIMESTAMP)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue a killed run from its last finished epoch (one killed before its first "
@@ -34,6 +35,8 @@ def run(args, overrides) -> int:
         return 0
     if not args.recipe:
         raise RrnxError("a recipe is required, e.g. rrnx fit recipes/synthetic.yaml")
-    recipe = apply_overrides(load_recipe(args.recipe), overrides)
+    from rrnx.packaged import find
+
+    recipe = apply_overrides(load_recipe(find(args.recipe)), overrides)
     require_finite(fit(recipe, args.run_dir, overwrite=args.overwrite))
     return 0

@@ -155,11 +155,18 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, object]] | None = No
 
 
 def resolve_recipe_path(sweep_path: Path, recipe: str) -> Path:
+    """Next to the sweep file, else in the current folder, else the packaged recipe of that file name
+    (so a sweep copied out with `rrnx recipes copy` still finds `../recipes/X.yaml`)."""
+    from rrnx.packaged import shipped
+
     for candidate in (sweep_path.parent / recipe, Path(recipe)):
         if candidate.is_file():
             return candidate
-    raise RecipeError(f"{sweep_path}: recipe {recipe!r} not found next to the sweep file ({sweep_path.parent}) "
-                      f"nor in the current directory")
+    packaged = shipped("recipe").get(Path(str(recipe)).stem)
+    if packaged is not None and Path(str(recipe)).suffix in (".yaml", ""):
+        return packaged
+    raise RecipeError(f"{sweep_path}: recipe {recipe!r} not found next to the sweep file ({sweep_path.parent}), "
+                      f"in the current directory, nor among the packaged recipes")
 
 
 def parse_space(path: Path, space) -> list[Param]:
