@@ -7,8 +7,10 @@ from setuptools import find_packages, setup
 
 SHIPPED = {"rrnx._shipped.recipes": "recipes", "rrnx._shipped.sweeps": "sweeps"}
 
+DATASETS = "rrnx.datasets"  # a data folder: one subfolder per data set, no code
+
 setup(
-    packages=find_packages(include=["rrnx*"]) + list(SHIPPED),
+    packages=find_packages(include=["rrnx*"]) + [DATASETS, *SHIPPED],
     package_dir=SHIPPED,
-    package_data={"rrnx": ["datasets/*/*"], **{name: ["*.yaml"] for name in SHIPPED}},
+    package_data={DATASETS: ["*/*"], **{name: ["*.yaml"] for name in SHIPPED}},
 )
