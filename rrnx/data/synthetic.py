@@ -91,10 +91,10 @@ PRESETS: dict[str, dict] = {
     "movielens-100k": {"n_users": 943, "n_items": 1682, "n_ratings": 100_000,
                        "start": "1997-09-20", "days": 215},  # .. 1998-04-22
 }
-# What each preset's size is that of, for the line a recipe without a data file prints.
+# Whose size each preset has, for the line a recipe without a data file prints ("at IMDb's Table 1 size").
 PRESET_SIZED_AS: dict[str, str] = {
-    "small": "rrnx's quick default", "netflix-6m": "Netflix 6 months, Table 1", "netflix-1y": "Netflix 1 year, Table 1",
-    "netflix-full": "Netflix full, Table 1", "imdb": "IMDb, Table 1", "movielens-100k": "MovieLens 100K",
+    "small": "rrnx's quick-default", "netflix-6m": "Netflix 6 months' Table 1", "netflix-1y": "Netflix 1 year's Table 1",
+    "netflix-full": "full Netflix's Table 1", "imdb": "IMDb's Table 1", "movielens-100k": "MovieLens 100K's",
 }
 # The time split each preset is sized for (test_end exclusive), for recipes to copy.
 PRESET_SPLITS: dict[str, dict] = {
