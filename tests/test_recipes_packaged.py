@@ -187,7 +187,10 @@ def test_a_packaged_sweep_by_name_and_a_copied_sweep_find_their_recipe(tmp_path,
     assert main(["recipes", "copy", "pmf-grid", "mine.yaml"]) == 0
     copied = load_sweep("mine.yaml")  # its ../recipes/movietweetings.yaml is not next to it: the packaged one
     assert copied.recipe_path == ROOT / "recipes" / "movietweetings.yaml"
-    assert copied.base_recipe["data"]["path"] == "rrnx:movietweetings-100k"
+    assert copied.base_recipe["data"]["path"] == "rrnx:movietweetings-100k" and copied.notes == []
+    granularity = load_sweep(packaged.find("rrn-granularity", "sweep"))  # netflix-6m without a path: said once
+    assert granularity.base_recipe["data"]["synthetic"] == {"preset": "netflix-6m", "seed": 0}
+    assert len(granularity.notes) == 1 and "synthetic netflix-6m preset" in granularity.notes[0]
 
 
 @pytest.mark.slow
