@@ -119,6 +119,9 @@ def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir:
             command: str = "", quiet: bool = False, tune: int | None = None) -> pd.DataFrame:
     """Runs every model on the recipe's split; writes and returns the comparison table. With
     `tune`, each model first gets `tune` Optuna trials over its search space (rrnx.tune)."""
+    from rrnx.data.sources import resolve_data
+
+    recipe, source = resolve_data(recipe)  # once, so every model's run records (and reuses) the same data
     plans, notes = plan_models(recipe, models)
     if tune is not None and tune < 1:
         raise RecipeError(f"--tune {tune}: the budget is a number of trials per model, at least 1")
@@ -128,6 +131,8 @@ def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir:
     out.mkdir(parents=True, exist_ok=True)
     group = recipe["logger"].get("group") or out.resolve().name
     say = (lambda *a: None) if quiet else print
+    for note in [source] if source else []:
+        say(note)
     for note in notes:
         say(f"note: {note}")
     rows, tuned, best_val = [], {}, {}

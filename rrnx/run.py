@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from rrnx.data.datamodule import TemporalDataModule
+from rrnx.data.sources import resolve_data
 from rrnx.data.split import format_summary
 from rrnx.errors import Interrupted, RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
@@ -119,6 +120,9 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     quiet_lightning()
     say = (lambda *a: None) if quiet else print
     if not resume:
+        recipe, source = resolve_data(recipe)  # recorded as it runs: no data.path -> the synthetic section
+        if source:
+            say(source)
         recipe, notes = resolve_model(recipe)
         for note in notes:
             say(f"note: {note}")
@@ -175,12 +179,12 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
     if overwrite:
         if not run.is_run() and not run.file(RunDir.INCOMPLETE).exists():
             raise RrnxError(f"{run}: --overwrite replaces run directories only, and this is not one "
-                            f"(no {RunDir.RECIPE}); choose another --run-dir")
+                            f"(no {RunDir.RECIPE}); choose another --out")
         say(f"{run}: replacing the run it held (--overwrite)")
         run.clear()
         return recipe, False
     if run.is_finished():
-        raise RrnxError(f"{run}: holds a finished run; choose another --run-dir, or pass --overwrite to replace it")
+        raise RrnxError(f"{run}: holds a finished run; choose another --out, or pass --overwrite to replace it")
     if run.is_run() and run.has_checkpoint():
         raise RrnxError(f"{run}: holds an unfinished run; `rrnx fit --resume {run}` continues it from its last "
                         f"checkpoint, --overwrite replaces it with this recipe")
@@ -190,7 +194,7 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
     if run.file(RunDir.INCOMPLETE).exists():
         raise RrnxError(f"{run}: holds a run that stopped before it recorded its recipe; --overwrite replaces it "
                         f"with this recipe")
-    raise RrnxError(f"{run}: run directory exists and is not empty; choose another --run-dir")
+    raise RrnxError(f"{run}: run directory exists and is not empty; choose another --out")
 
 
 def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, allow_data_change: bool) -> dict:

@@ -149,13 +149,13 @@ class RunDir:
         """Exclusive ownership for a whole run; created folders that stay empty are removed again."""
         created = not self.path.exists()
         if self.path.exists() and not self.path.is_dir():
-            raise RrnxError(f"{self.path}: exists and is not a directory; choose another --run-dir")
+            raise RrnxError(f"{self.path}: exists and is not a directory; choose another --out")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             handle = open(self.file(self.LOCK), "a+")
         except OSError as error:
             raise RrnxError(f"{self.path}: cannot write the run folder ({error.strerror or error}); "
-                            "choose a writable --run-dir") from None
+                            "choose a writable --out") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -163,7 +163,7 @@ class RunDir:
             holder = handle.read().strip() or "?"
             handle.close()
             raise RrnxError(f"{self.path}: another rrnx process (pid {holder}) is writing this run folder; "
-                            "wait for it to end or choose another --run-dir") from None
+                            "wait for it to end or choose another --out") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -245,12 +245,12 @@ class RunDir:
                 torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             raise RrnxError(f"{path}: refused: holds pickled objects other than weights; the run folder is "
-                            f"damaged or was tampered with: `rrnx fit RECIPE --run-dir {self.path} --overwrite` "
+                            f"damaged or was tampered with: `rrnx fit RECIPE --out {self.path} --overwrite` "
                             "restarts it") from None
         except Exception as error:  # torch and zipfile raise many types for a damaged file
             first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             raise RrnxError(f"{path}: damaged ({first}); the run cannot continue from it: "
-                            f"`rrnx fit RECIPE --run-dir {self.path} --overwrite` restarts it") from None
+                            f"`rrnx fit RECIPE --out {self.path} --overwrite` restarts it") from None
 
     def load_model(self, cls: type, which: str = "best"):
         """The model at a checkpoint through rrnx.checkpoints.load_model (weights_only=True: no pickled

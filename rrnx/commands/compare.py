@@ -10,7 +10,8 @@ TAKES_OVERRIDES = True
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", help="recipe YAML whose data section every model shares")
+    parser.add_argument("recipe", help="recipe YAML whose data section every model shares, or a packaged "
+                        "recipe's name (rrnx recipes)")
     parser.add_argument("--models", help="comma-separated registered models, each optionally with settings: "
                         "pmf:dim=160:reg=0.01,timesvdpp,autorec-i,autorec-u (default: every importable model)")
     parser.add_argument("--out", type=Path, help="output directory (default runs/compare-TIMESTAMP); "
@@ -24,9 +25,10 @@ def add_arguments(parser) -> None:
 
 def run(args, overrides) -> int:
     from rrnx.compare import compare, parse_models
+    from rrnx.packaged import find
     from rrnx.recipe import apply_overrides, load_recipe
 
-    recipe = apply_overrides(load_recipe(args.recipe), overrides)
+    recipe = apply_overrides(load_recipe(find(args.recipe)), overrides)
     models = parse_models(args.models) if args.models is not None else None
     command = "rrnx " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == [NAME] else ""
     compare(recipe, models, args.out, command=command, tune=args.tune)

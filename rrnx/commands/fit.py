@@ -14,7 +14,8 @@ def add_arguments(parser) -> None:
     import argparse
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("recipe", nargs="?", help="recipe YAML (e.g. recipes/synthetic.yaml)")
+    parser.add_argument("recipe", nargs="?", help="recipe YAML (e.g. recipes/synthetic.yaml), or the name of a "
+                        "packaged recipe (e.g. synthetic; `rrnx recipes` lists them)")
     parser.add_argument("--out", "--run-dir", dest="out", type=Path, metavar="DIR",
                         help="where to write the run (default runs/MODEL-TIME; --run-dir is the older spelling)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -47,7 +48,9 @@ def run(args, overrides) -> int:
         return 0
     if not args.recipe:
         raise RrnxError("a recipe is required, e.g. rrnx fit recipes/synthetic.yaml")
-    recipe = apply_overrides(load_recipe(args.recipe), overrides)
+    from rrnx.packaged import find
+
+    recipe = apply_overrides(load_recipe(find(args.recipe)), overrides)
     if args.print_config:
         print_config(recipe)
         return 0

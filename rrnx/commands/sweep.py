@@ -9,8 +9,10 @@ TAKES_OVERRIDES = True
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("sweep", type=Path, help="sweep file (e.g. sweeps/rrn-granularity.yaml)")
-    parser.add_argument("--recipe", type=Path, help="run the sweep on this recipe instead of the sweep file's")
+    parser.add_argument("sweep", type=Path, help="sweep file (e.g. sweeps/rrn-granularity.yaml), or a packaged "
+                        "sweep's name (rrnx recipes)")
+    parser.add_argument("--recipe", type=Path, help="run the sweep on this recipe (a file or a packaged recipe's "
+                        "name) instead of the sweep file's")
     parser.add_argument("--storage", metavar="URL", help="database URL shared by many machines (postgresql://user:pw@host/db); "
                         "default: a journal file OUT/study.journal on this machine")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
@@ -27,6 +29,7 @@ def add_arguments(parser) -> None:
 
 def run(args, overrides) -> int:
     from rrnx.errors import RrnxError
+    from rrnx.packaged import find
     from rrnx.sweep import load_sweep, run_sweep
 
     for name in ("n_trials", "timeout"):
@@ -35,7 +38,7 @@ def run(args, overrides) -> int:
             raise RrnxError(f"--{name.replace('_', '-')} must be positive (got {value:g})")
     if args.resume and args.out and args.out.resolve() != args.resume.resolve():
         raise RrnxError("--resume DIR continues the sweep written to DIR; give no other --out")
-    sweep = load_sweep(args.sweep, overrides, recipe=args.recipe)
+    sweep = load_sweep(find(args.sweep, "sweep"), overrides, recipe=find(args.recipe) if args.recipe else None)
     run_sweep(sweep, out=args.resume or args.out, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
               timeout=args.timeout, resume=args.resume is not None, study_name=args.study_name)
     return 0

@@ -48,7 +48,9 @@ def cache_key(path, format: str, columns: dict | None, sep: str | None, scale) -
 def load_ratings(path, format="auto", columns=None, sep=None, scale=None, cache_dir=None,
                  progress=True) -> pd.DataFrame:
     """read_ratings with a cache: the same source and settings parse once (the canonical table either way)."""
-    path = Path(path)
+    from rrnx.data.sources import resolve_path
+
+    path = resolve_path(path)
     if format not in readers.FORMATS + ("auto",):
         raise DataError(f"unknown format '{format}'; valid formats: auto, {', '.join(readers.FORMATS)}")
     if not path.exists():

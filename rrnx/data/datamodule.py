@@ -17,6 +17,7 @@ import torch
 from lightning.fabric.utilities.data import AttributeDict
 
 from rrnx.data.batches import Batches
+from rrnx.data.sources import resolve_source
 from rrnx.data.split import Split, time_split, to_timestamp
 from rrnx.data.steps import Granularity, StepSequences, build_sequences
 from rrnx.errors import RrnxError
@@ -39,7 +40,8 @@ class TemporalDataModule:
     """Loads ratings, splits them strictly by time (paper, Table 1) and buckets them into steps.
 
     Args:
-        path: ratings file or directory (not used when format is `synthetic`).
+        path: ratings file or directory (not used when format is `synthetic`); `rrnx:NAME` is a data set
+            shipped with rrnx (`rrnx:movietweetings-100k`).
         format: reader name (netflix, movielens, movietweetings, csv, parquet), `auto`, or `synthetic`.
         synthetic: generator parameters when format is `synthetic`, e.g. {preset: small, seed: 0}.
         train_start: first training date (null: the first rating); train = [train_start, test_start).
@@ -53,6 +55,8 @@ class TemporalDataModule:
         seed: seed of the random validation/test halving of the test period.
         batch_size: rating triples per batch for models that train on triples.
         cache_dir: where parsed files and generated data are cached (default $RRNX_CACHE or ~/.cache/rrnx).
+        synthetic_fallback: a synthetic preset (e.g. `imdb`) to generate when `path` is null, for recipes of
+            data sets that cannot ship; with a path it does nothing (rrnx.data.sources).
 
     `setup()` loads and splits once; `from_table(table, ...)` builds one over a table already in memory.
     """
@@ -61,8 +65,11 @@ class TemporalDataModule:
                  train_start: str | None = None, test_start: str | None = None, test_end: str | None = None,
                  user_granularity: str = "7d", item_granularity: str = "7d",
                  columns: dict | None = None, sep: str | None = None, scale: list | None = None,
-                 seed: int = 0, batch_size: int = 4096, cache_dir: str | None = None):
-        self.hparams = AttributeDict({k: v for k, v in locals().items() if k != "self"})  # the data: section
+                 seed: int = 0, batch_size: int = 4096, cache_dir: str | None = None,
+                 synthetic_fallback: str | None = None):
+        given = {k: v for k, v in locals().items() if k != "self"}
+        settings, _ = resolve_source(given)  # keys it removes default to None
+        self.hparams = AttributeDict({key: settings.get(key) for key in given})  # the data: section, as it runs
         _check_settings(batch_size, scale)
         self.split: Split | None = None
         self.truth: dict | None = None

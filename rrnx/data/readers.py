@@ -12,7 +12,9 @@ See docs/data-formats.md for the formats and the auto-detection rules.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import zlib
 import re
 import sys
 from collections.abc import Callable
@@ -90,10 +92,33 @@ def _read_text(paths: list[Path]) -> _Text:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's content; a `.gz` file's content decompressed (rrnx ships MovieTweetings gzipped)."""
     try:
-        return path.read_bytes()
+        content = path.read_bytes()
+        return gzip.decompress(content) if _is_gzip(path) else content
     except OSError as error:
         raise DataError(f"{path}: cannot read: {error.strerror or error}") from None
+    except (EOFError, zlib.error) as error:  # a truncated or corrupt gzip stream
+        raise DataError(f"{path}: not a readable gzip file ({excerpt(error, 200)})") from None
+
+
+def _is_gzip(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def plain_name(path: Path) -> str:
+    """The file name that says the format: `ratings.dat.gz` reads as `ratings.dat`."""
+    name = path.name.lower()
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first `size` bytes of the (decompressed) file: what format detection looks at."""
+    try:
+        with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as handle:
+            return handle.read(size)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read: {excerpt(getattr(error, 'strerror', None) or error, 200)}") from None
 
 
 def _parse_chunks(text: _Text, parse_chunk: Callable[[bytes], pd.DataFrame], skip_lines: int, progress: bool,
@@ -274,10 +299,10 @@ def _text_reader(path: Path, sep: str, layout: str, header: bool, scale, progres
 
 def _movielens(path: Path, scale, progress) -> pd.DataFrame:
     path = _find_in_dir(path, MOVIELENS_FILES, "movielens")
-    if path.name.endswith(".csv"):
+    if plain_name(path).endswith(".csv"):
         _check_header(path, ",", MOVIELENS_CSV_HEADER)
         return _text_reader(path, ",", ",".join(MOVIELENS_CSV_HEADER), True, scale, progress)
-    if path.name.endswith(".dat"):
+    if plain_name(path).endswith(".dat"):
         return _text_reader(path, "::", "user::item::rating::timestamp", False, scale, progress)
     return _text_reader(path, "\t", "user\\titem\\trating\\ttimestamp", False, scale, progress)
 
@@ -294,8 +319,7 @@ def _check_header(path: Path, sep: str, expected: list[str]) -> None:
 
 
 def _header(path: Path, sep: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
+    first = _head(path, 2**16).split(b"\n", 1)[0].decode("utf-8", "replace")
     if not first.strip():
         raise DataError(f"{path.name}:1: expected a header line naming the columns, got an empty line")
     return next(csv.reader([first.rstrip("\r\n")], delimiter=sep))
@@ -424,9 +448,11 @@ def _find_in_dir(path: Path, names: tuple[str, ...], format: str) -> Path:
     if path.is_file():
         return path
     for name in names:
-        if (path / name).is_file():
-            return path / name
-    raise DataError(f"{path}: no {format} ratings file; expected one of {', '.join(names)} in this directory")
+        for candidate in (path / name, path / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    raise DataError(f"{path}: no {format} ratings file; expected one of {', '.join(names)} (or gzipped, .gz) "
+                    f"in this directory")
 
 
 def source_files(path, format: str) -> list[Path]:
@@ -449,8 +475,7 @@ def _require_file(path: Path, format: str) -> None:
 
 def _looks_like_movietweetings(path: Path) -> bool:
     """ratings.dat: MovieTweetings has 7-digit IMDb item ids and ratings above 5; MovieLens has neither."""
-    with open(path, "rb") as handle:
-        lines = handle.read(2**16).split(b"\n")[:-1] or [b""]
+    lines = _head(path, 2**16).split(b"\n")[:-1] or [b""]
     fields = [line.strip().split(b"::") for line in lines if line.count(b"::") == 3]
     for _, item, rating, _ in fields:
         if len(item) >= 7 or _number(rating) > 5:
@@ -472,9 +497,8 @@ def detect_format(path) -> str:
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
         return _detect_dir(path)
-    name = path.name.lower()
-    with open(path, "rb") as handle:
-        first = handle.readline(4096)
+    name = plain_name(path)
+    first = _head(path, 4096).split(b"\n", 1)[0] + b"\n"
     if name.endswith(".parquet") or first.startswith(b"PAR1"):
         return "parquet"
     if name.startswith(("mv_", "combined_data")) or NETFLIX_HEADER.match(first):
@@ -495,16 +519,20 @@ def _detect_dir(path: Path) -> str:
     if (path / "training_set").is_dir() or any(path.glob("mv_*.txt")) or any(path.glob("combined_data_*.txt")):
         return "netflix"
     for name in MOVIELENS_FILES:
-        if (path / name).is_file():
-            return detect_format(path / name)
+        for candidate in (path / name, path / f"{name}.gz"):
+            if candidate.is_file():
+                return detect_format(candidate)
     raise DataError(f"{path}: no ratings file found; expected one of training_set/mv_*.txt, combined_data_*.txt "
                     f"(netflix), {', '.join(MOVIELENS_FILES)} (movielens / movietweetings)")
 
 
 def read_ratings(path, format: str = "auto", columns: dict | None = None, sep: str | None = None,
                  scale: tuple[float, float] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Read a ratings file or dataset directory into the canonical table (see module docstring)."""
-    path = Path(path)
+    """Read a ratings file or dataset directory into the canonical table (see module docstring);
+    `rrnx:NAME` reads a data set shipped with rrnx."""
+    from rrnx.data.sources import resolve_path
+
+    path = resolve_path(path)
     if format not in FORMATS + ("auto",):
         raise DataError(f"unknown format '{format}'; valid formats: auto, {', '.join(FORMATS)}")
     if not path.exists():

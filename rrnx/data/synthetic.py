@@ -66,6 +66,8 @@ DEFAULT_EFFECTS: dict = {
     # global rating-scale shift
     "scale_shift_delta": 0.4,
     "scale_shift_date": None,  # ISO date; None = at 40% of the span
+    # the integer rating scale [low, high]; every effect above is set on 1..5 and stretched to it
+    "rating_scale": [1, 5],
 }
 DEFAULT_BUMP_FRACTIONS = (0.55, 0.75)
 DEFAULT_SCALE_SHIFT_FRACTION = 0.4
@@ -82,7 +84,17 @@ PRESETS: dict[str, dict] = {
                      "start": "1999-12-01", "days": 2223,  # 1999-12-01 .. 2005-12-31
                      "scale_shift_date": "2004-03-01"},  # Netflix's label change, early 2004 (Koren 2009)
     "imdb": {"n_users": 440_800, "n_items": 114_300, "n_ratings": 1_429_600,
-             "start": "1998-07-01", "days": 5571},  # 1998-07-01 .. 2013-09-30
+             "start": "1998-07-01", "days": 5571,  # 1998-07-01 .. 2013-09-30
+             "rating_scale": [1, 10]},  # IMDb's stars, the scale of the paper's IMDb RMSEs
+    # Not Table 1: MovieLens 100K's shape (943 users, 1,682 items, 1997-09-20 .. 1998-04-22), so
+    # recipes/movielens-100k.yaml runs as written where the GroupLens file is not at hand.
+    "movielens-100k": {"n_users": 943, "n_items": 1682, "n_ratings": 100_000,
+                       "start": "1997-09-20", "days": 215},  # .. 1998-04-22
+}
+# Whose size each preset has, for the line a recipe without a data file prints ("at IMDb's Table 1 size").
+PRESET_SIZED_AS: dict[str, str] = {
+    "small": "rrnx's quick-default", "netflix-6m": "Netflix 6 months' Table 1", "netflix-1y": "Netflix 1 year's Table 1",
+    "netflix-full": "full Netflix's Table 1", "imdb": "IMDb's Table 1", "movielens-100k": "MovieLens 100K's",
 }
 # The time split each preset is sized for (test_end exclusive), for recipes to copy.
 PRESET_SPLITS: dict[str, dict] = {
@@ -91,6 +103,7 @@ PRESET_SPLITS: dict[str, dict] = {
     "netflix-1y": {"train_start": "2004-06-01", "test_start": "2005-06-01", "test_end": "2005-07-01"},
     "netflix-full": {"train_start": "1999-12-01", "test_start": "2005-12-01", "test_end": "2006-01-01"},
     "imdb": {"train_start": "1998-07-01", "test_start": "2013-01-01", "test_end": "2013-10-01"},
+    "movielens-100k": {"train_start": "1997-09-20", "test_start": "1998-04-01", "test_end": "1998-04-23"},
 }
 
 
@@ -169,6 +182,13 @@ def _check_params(n_users, n_items, n_ratings, start, days, effects: dict) -> di
     for name in ("drift_start", "drift_end", "scale_shift_date"):
         if eff[name] is not None:
             _parse_date(name, eff[name])
+    scale = eff["rating_scale"]
+    if isinstance(scale, str) or not hasattr(scale, "__len__") or len(scale) != 2 \
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in scale) \
+            or not scale[0] < scale[1]:
+        raise RecipeError(f"synthetic: rating_scale must be [low, high], two integers with low < high "
+                          f"(e.g. [1, 10]), got {scale!r}")
+    eff["rating_scale"] = [int(v) for v in scale]
     if eff["bump_dates"] is not None:
         if isinstance(eff["bump_dates"], str) or not len(eff["bump_dates"]):
             raise RecipeError("synthetic: bump_dates must be a non-empty list of ISO dates")
@@ -422,8 +442,12 @@ def _generate(n_users, n_items, n_ratings, start, days, seed, **effects) -> tupl
     world = _draw_world(rng, n_users, n_items, days, start, eff)
     user, item, day = _sample_events(rng, world, n_ratings, days, eff)
     signal = _signal(world, user, item, day, start, days, eff)
-    rating = np.clip(np.rint(signal + rng.normal(0, eff["noise_sd"], len(signal))), 1, 5)
-    noise_floor = float(np.sqrt(np.mean((np.clip(signal, 1, 5) - rating) ** 2)))
+    value = signal + rng.normal(0, eff["noise_sd"], len(signal))
+    low, high = eff["rating_scale"]
+    if (low, high) != (1, 5):  # stretch 1..5 onto the scale; 1..5 itself is left bit-for-bit as it was
+        signal, value = (low + (x - 1) * (high - low) / 4 for x in (signal, value))
+    rating = np.clip(np.rint(value), low, high)
+    noise_floor = float(np.sqrt(np.mean((np.clip(signal, low, high) - rating) ** 2)))
     order = np.argsort(day, kind="stable")
     start_s = int(np.datetime64(start, "s").astype(np.int64))
     table = pd.DataFrame({

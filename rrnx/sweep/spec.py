@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from rrnx.data.sources import resolve_data
 from rrnx.errors import RecipeError
 from rrnx.models.base import VAL_RMSE
 from rrnx.recipe import apply_overrides, load_recipe, read_yaml
@@ -90,6 +91,7 @@ class Sweep:
     n_trials: int | None = None
     timeout: float | None = None
     enqueue: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # printed before the study starts
 
     @property
     def direction(self) -> str:
@@ -133,7 +135,7 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, object]] | None = No
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise RecipeError(f"{path}: `fixed:` maps dotted recipe keys to values, e.g. {{model.name: rrn}}")
-    base = apply_overrides(load_recipe(recipe_path), list(fixed.items()) + overrides)
+    base, source = resolve_data(apply_overrides(load_recipe(recipe_path), list(fixed.items()) + overrides))
     sweep = Sweep(path=path, recipe_path=recipe_path, base_recipe=base, space=space,
                   study_name=str(raw.get("study_name") or path.stem),
                   objective=raw.get("objective") or VAL_RMSE,
@@ -141,7 +143,7 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, object]] | None = No
                   pruner=_named(path, "pruner", raw.get("pruner") or "median", PRUNERS),
                   n_trials=_positive(path, "n_trials", raw.get("n_trials"), int),
                   timeout=_positive(path, "timeout", raw.get("timeout"), float),
-                  enqueue=_enqueue(path, raw.get("enqueue") or [], searched))
+                  enqueue=_enqueue(path, raw.get("enqueue") or [], searched), notes=[source] if source else [])
     if sweep.objective not in OBJECTIVES:
         raise RecipeError(f"{path}: objective {sweep.objective!r} is not supported; valid: {', '.join(OBJECTIVES)}")
     try:
@@ -153,11 +155,18 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, object]] | None = No
 
 
 def resolve_recipe_path(sweep_path: Path, recipe: str) -> Path:
+    """Next to the sweep file, else in the current folder, else the packaged recipe of that file name
+    (so a sweep copied out with `rrnx recipes copy` still finds `../recipes/X.yaml`)."""
+    from rrnx.packaged import shipped
+
     for candidate in (sweep_path.parent / recipe, Path(recipe)):
         if candidate.is_file():
             return candidate
-    raise RecipeError(f"{sweep_path}: recipe {recipe!r} not found next to the sweep file ({sweep_path.parent}) "
-                      f"nor in the current directory")
+    packaged = shipped("recipe").get(Path(str(recipe)).stem)
+    if packaged is not None and Path(str(recipe)).suffix in (".yaml", ""):
+        return packaged
+    raise RecipeError(f"{sweep_path}: recipe {recipe!r} not found next to the sweep file ({sweep_path.parent}), "
+                      f"in the current directory, nor among the packaged recipes")
 
 
 def parse_space(path: Path, space) -> list[Param]:

@@ -46,6 +46,8 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
     if workers < 1:
         raise RrnxError(f"--workers {workers}: need at least one worker")
     quiet_logging()
+    for note in sweep.notes:
+        say(note)
     check_data(sweep)
     study_name = study_name or sweep.study_name
     out = Path(out) if out else default_out(sweep, study_name)
