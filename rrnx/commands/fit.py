@@ -64,9 +64,11 @@ def print_config(recipe: dict) -> None:
     import sys
 
     from rrnx.config import complete_recipe
+    from rrnx.data.sources import resolve_data
     from rrnx.recipe import dump_yaml, resolve_model
 
-    resolved, notes = resolve_model(recipe)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+    resolved, source = resolve_data(recipe)  # as fit records it: no data.path -> the synthetic section
+    resolved, notes = resolve_model(resolved)
+    for note in ([source] if source else []) + [f"note: {n}" for n in notes]:
+        print(note, file=sys.stderr)
     print(dump_yaml(complete_recipe(resolved)[0]), end="")
