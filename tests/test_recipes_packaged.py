@@ -87,7 +87,7 @@ def test_fit_without_a_path_says_so_once_and_records_what_ran(tmp_path, capsys):
     assert len(lines) == 1 and "synthetic small preset" in lines[0] and "set data.path" in lines[0]
     recorded = load_recipe(run_dir / "recipe.yaml")
     assert recorded["data"]["format"] == "synthetic" and recorded["data"]["synthetic"] == {"preset": "small", "seed": 0}
-    assert "synthetic_fallback" not in recorded["data"] and recorded["data"]["path"] is None
+    assert recorded["data"]["synthetic_fallback"] is None and recorded["data"]["path"] is None  # no rule left
     # rerunning the record builds the very same split, with no rule left to apply
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert data_fingerprint(build_datamodule(recorded)) == manifest["data_fingerprint"]
