@@ -140,3 +140,23 @@ def test_the_cli_keeps_unknown_warnings_visible():
     main(["models"])
     assert not any(action == "ignore" and message is None and category is Warning
                    for action, message, category, *_ in warnings.filters)
+
+
+def test_one_flag_style_and_one_meaning_per_flag():
+    """Every command option is kebab-case; --out and --resume take a folder wherever they appear."""
+    import argparse
+    import re
+
+    from rrnx.cli import build_parser
+
+    parser, _ = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    seen = {}
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            for flag in action.option_strings:
+                assert flag in ("-h", "--help") or re.fullmatch(r"--[a-z0-9]+(-[a-z0-9]+)*", flag), (name, flag)
+                if flag in ("--out", "--resume"):
+                    assert action.nargs is None and action.type is Path, (name, flag)  # a folder, not a switch
+                seen.setdefault(flag, set()).add(name)
+    assert {"fit", "sweep"} <= seen["--resume"] and {"fit", "compare", "sweep", "report"} <= seen["--out"]
