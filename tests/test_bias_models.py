@@ -97,7 +97,7 @@ def test_per_model_settings_and_dropped_keys(tmp_path, capsys):
     path.write_text(tiny_csv_recipe(tmp_path).read_text().replace("  name: pmf\n", "  name: pmf\n  bias:\n    reg_item: 4.0\n"))
     assert main(["fit", str(path), "--model.name=bias", "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "model bias: reg_item=4.0" in out
+    assert "model bias: reg_user=15.0 reg_item=4.0" in out  # every setting, the mapping's and the defaults
     assert "reg_item: 4.0" in (tmp_path / "run" / "recipe.yaml").read_text()
 
 
