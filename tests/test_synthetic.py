@@ -119,7 +119,7 @@ def test_seasonal_items_peak_on_their_day():
                          **{**ALL_OFF, "seasonal_item_frac": 0.3, "seasonal_amplitude": 0.8})
     seasonal = pd.DataFrame(truth["seasonal_items"])
     rated = df.merge(seasonal, on="item")
-    doy = pd.to_datetime(rated["timestamp"], unit="s").dt.dayofyear
+    doy = pd.to_datetime(rated["timestamp"], unit="s").dt.day_of_year
     phase = np.cos(2 * np.pi * (doy - rated["peak_day_of_year"]) / 365.25)
     assert rated.loc[phase > 0.7, "rating"].mean() - rated.loc[phase < -0.7, "rating"].mean() > 0.8
 

@@ -151,7 +151,7 @@ class TemporalDataModule:
         if side == "item":
             rows, cols, shape = cols, rows, shape[::-1]
         coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])),
-                                      torch.as_tensor(train["rating"].to_numpy(np.float32)), shape)
+                                      torch.as_tensor(train["rating"].to_numpy(np.float32, copy=True)), shape)
         return coo.coalesce().to_sparse_csr()
 
     def steps(self, side: str) -> StepSequences:
