@@ -94,11 +94,39 @@ def shard(loader, role: Role, what: str):
     return split(role.rank, role.world_size)
 
 
+def process_group_share() -> Role:
+    """This process's rank and the size of the running process group ((0, 1) without one): for model code
+    that runs in and out of a trainer (RRN's state cache serves training, evaluation and `rrnx predict`)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return Role(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return Role()
+
+
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """Sums `tensor` over every process in place (a no-op with one process or none started)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+    if process_group_share().world_size > 1:
         torch.distributed.all_reduce(tensor)
     return tensor
+
+
+def broadcast_from_rank0_(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values of `tensors` on every rank, in place (a no-op with one process)."""
+    if process_group_share().world_size > 1:
+        for tensor in tensors:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+def all_gather_rows(local: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Every rank's `local` rows (n_r, D), concatenated in rank order, on every rank. all_gather wants
+    equal sizes: each rank's rows are padded to the largest share and trimmed after."""
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size)]
+    torch.distributed.all_gather(sizes, torch.tensor([len(local)]))
+    largest = int(max(sizes))
+    padded = torch.zeros(largest, *local.shape[1:], dtype=local.dtype)
+    padded[:len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    torch.distributed.all_gather(parts, padded)
+    return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)])
 
 
 def gather_predictions(parts: list[torch.Tensor], role: Role) -> torch.Tensor:
@@ -120,8 +148,7 @@ class SelfSyncingDDP(DDPStrategy):
 
     def configure_ddp(self) -> None:
         # DistributedDataParallel would broadcast rank 0's weights; every rank is seeded alike, this makes sure
-        for tensor in [*self.model.parameters(), *self.model.buffers()]:
-            torch.distributed.broadcast(tensor.data, src=0)
+        broadcast_from_rank0_([*self.model.parameters(), *self.model.buffers()])
 
 
 def trainer_arguments(trainer: dict, model, role: Role) -> dict:

@@ -104,6 +104,7 @@ def check_trainer(trainer_cfg: dict) -> Role:
     process's rank and the number of processes (rrnx.distributed)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    quiet_lightning()  # sweeps check their trial recipe here, before fit() has quietened Lightning
     try:
         trainer = L.Trainer(**{**trainer_cfg, "logger": False, "enable_checkpointing": False})
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
@@ -134,6 +135,13 @@ def plan_run(recipe: dict) -> Plan:
     return Plan(recipe, cls, trainer_cfg, seed, num_threads, patience, check_trainer(trainer_cfg))
 
 
+def require_one_process(role: Role, command: str) -> None:
+    if role.world_size > 1:
+        raise RrnxError(f"{command} trains each run in one process; the trainer settings ask for {role.world_size} "
+                        "(trainer.strategy, devices, num_nodes): train one recipe on several with rrnx fit, "
+                        "or set --trainer.devices=1")
+
+
 def default_run_dir(recipe: dict) -> Path:
     from rrnx.config import default_out
 
@@ -141,11 +149,13 @@ def default_run_dir(recipe: dict) -> Path:
 
 
 def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
-        callbacks: list | None = None, overwrite: bool = False, allow_data_change: bool = False) -> dict:
+        callbacks: list | None = None, overwrite: bool = False, allow_data_change: bool = False,
+        one_process: str | None = None) -> dict:
     """Trains the recipe's model; returns metrics.json's content. `callbacks` are extra Lightning
     callbacks (sweeps add their pruning callback here). The run folder is locked for the whole run,
     before any data loads (docs/reliability.md). Under DDP only rank 0 locks and writes; the other
-    ranks train the same run (rrnx.distributed)."""
+    ranks train the same run (rrnx.distributed). `one_process`: the command calling, when it trains in
+    one process only (Lightning's DDP launcher would run that whole command again in each rank)."""
     quiet_lightning()
     shared = shared_run()  # this process was launched by rank 0 for its run
     if shared is not None:
@@ -159,6 +169,8 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
     recorded = shared is not None or resume
     plan = plan_run(load_recipe(run.file(RunDir.RECIPE)) if recorded else recipe) \
         if not recorded or run.is_run() else None  # a resume of a non-run: claim says why, under the lock
+    if one_process and plan is not None:
+        require_one_process(plan.role, one_process)
     if plan is not None and not plan.role.writes:
         return follow(run, plan, shared, run_dir is not None, resume, callbacks or [])
     try:
