@@ -394,8 +394,11 @@ class RRN(RRNStates, RatingModel):
             local = torch.cat([p.grad.coalesce().values() for p in params], 1)  # (B, k [+ 1]) by entity
             buffer[part_start + order] = local
         all_reduce_sum_(buffer)
+        index = everyone.reshape(1, -1).clone()  # (1, B_g): owned indices, not a view into the epoch's batch list
         for p, rows in zip(params, buffer.split(widths, 1)):
-            p.grad = torch.sparse_coo_tensor(everyone[None], rows, p.shape)
+            # a fresh copy: a one-row column slice counts as contiguous with the buffer's row stride, and
+            # torch's sparse kernels (to_dense, SGD's add_) then corrupt the heap (torch 2.13, a batch of 1)
+            p.grad = torch.sparse_coo_tensor(index, rows.clone(memory_format=torch.contiguous_format), p.shape)
 
     def phase_forward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor, n_ratings: int | None = None):
         """Predictions of every training rating of `entities` from states before its step: this side's
