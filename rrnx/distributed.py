@@ -154,10 +154,13 @@ class SelfSyncingDDP(DDPStrategy):
 def trainer_arguments(trainer: dict, model, role: Role) -> dict:
     """The Trainer's arguments for this model: a model that syncs its own updates gets SelfSyncingDDP
     in place of the recipe's DDP strategy name; every other case is left as the recipe says."""
-    if role.world_size == 1 or not getattr(model, "syncs_own_updates", False):
+    if not getattr(model, "syncs_own_updates", False):
         return trainer
     strategy = trainer.get("strategy")
-    if not (isinstance(strategy, str) and strategy.startswith("ddp")):
+    ddp = isinstance(strategy, str) and strategy.startswith("ddp")
+    if role.world_size == 1 and not ddp:
+        return trainer
+    if not ddp:
         raise RrnxError(f"trainer.strategy: {type(model).__name__} combines its processes' work itself and "
                         f"runs on several processes with strategy 'ddp' only (got {strategy!r})")
     return {**trainer, "strategy": SelfSyncingDDP()}

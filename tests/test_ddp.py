@@ -133,3 +133,19 @@ def test_processes_started_together_need_their_run_folder(tmp_path, monkeypatch)
     with pytest.raises(RrnxError, match="give every process the same --out"):
         fit(recipe, quiet=True)
     assert not (tmp_path / "runs").exists()
+
+
+def test_models_that_sync_themselves_never_get_the_ddp_wrapper():
+    """strategy ddp with one device wrapped RRN in DistributedDataParallel, whose reducer refused the unused
+    network of each phase; a model with `syncs_own_updates` gets SelfSyncingDDP for any ddp strategy."""
+    from rrnx.distributed import Role, SelfSyncingDDP, trainer_arguments
+    from rrnx.models.bias import Bias
+    from rrnx.models.pmf import PMF
+    from rrnx.models.rrn import RRN
+
+    for model, role in ((RRN(5, 4), Role()), (Bias(5, 4), Role(1, 2))):
+        assert isinstance(trainer_arguments({"strategy": "ddp"}, model, role)["strategy"], SelfSyncingDDP)
+    assert trainer_arguments({"strategy": "auto"}, RRN(5, 4), Role()) == {"strategy": "auto"}
+    assert trainer_arguments({"strategy": "ddp"}, PMF(5, 4), Role(0, 2)) == {"strategy": "ddp"}
+    with pytest.raises(RrnxError, match="with strategy 'ddp' only"):
+        trainer_arguments({"strategy": "fsdp"}, RRN(5, 4), Role(0, 2))
