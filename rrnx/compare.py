@@ -195,8 +195,8 @@ def run_model(recipe: dict, run_dir: Path, quiet: bool) -> dict:
                         f"or remove that directory")
     if run.is_run() and complete_recipe(load_recipe(run.file(RunDir.RECIPE)))[0] == wanted:
         print(f"  resuming the unfinished run in {run_dir}")  # from its last checkpoint, or restarting it
-        return fit({}, run_dir, resume=True, quiet=quiet)
-    return fit(recipe, run_dir, quiet=quiet)
+        return fit({}, run_dir, resume=True, quiet=quiet, one_process="rrnx compare")
+    return fit(recipe, run_dir, quiet=quiet, one_process="rrnx compare")
 
 
 def check_same_split(out: Path, names: list[str]) -> None:

@@ -11,7 +11,9 @@ trusts it.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.sources import resolve_data
 from rrnx.data.split import format_summary
+from rrnx.distributed import (Role, check_launcher, role_of, share_run, shared_run, trainer_arguments,
+                              unshare_run)
 from rrnx.errors import Interrupted, RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
@@ -95,15 +99,48 @@ def build_model(cls: type, recipe: dict, data: TemporalDataModule, resume: bool 
     return model
 
 
-def check_trainer(trainer_cfg: dict) -> None:
+def check_trainer(trainer_cfg: dict) -> Role:
     """Builds a throwaway Trainer so that settings this machine cannot honour (accelerator: gpu with
-    no GPU, devices: 4 on one) are one line before any data loads or file is written."""
+    no GPU, devices: 4 on one) are one line before any data loads or file is written; returns this
+    process's rank and the number of processes (rrnx.distributed)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    quiet_lightning()  # sweeps check their trial recipe here, before fit() has quietened Lightning
     try:
-        L.Trainer(**{**trainer_cfg, "logger": False, "enable_checkpointing": False})
+        trainer = L.Trainer(**{**trainer_cfg, "logger": False, "enable_checkpointing": False})
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
         raise RrnxError(f"trainer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    check_launcher(trainer)
+    return role_of(trainer)
+
+
+@dataclass
+class Plan:
+    """A complete recipe and what the runner takes from it before any data loads."""
+
+    recipe: dict
+    cls: type
+    trainer: dict  # lightning.Trainer's arguments (rrnx's own trainer keys taken out)
+    seed: int
+    num_threads: int | None
+    patience: int | None
+    role: Role
+
+
+def plan_run(recipe: dict) -> Plan:
+    """Every value typed and every default filled in, the trainer checked, this process's rank known."""
+    recipe, cls = complete_recipe(recipe)
+    trainer_cfg = dict(recipe["trainer"])
+    seed, num_threads = trainer_cfg.pop("seed"), trainer_cfg.pop("num_threads")
+    patience = trainer_cfg.pop("early_stopping_patience")
+    return Plan(recipe, cls, trainer_cfg, seed, num_threads, patience, check_trainer(trainer_cfg))
+
+
+def require_one_process(role: Role, command: str) -> None:
+    if role.world_size > 1:
+        raise RrnxError(f"{command} trains each run in one process; the trainer settings ask for {role.world_size} "
+                        "(trainer.strategy, devices, num_nodes): train one recipe on several with rrnx fit, "
+                        "or set --trainer.devices=1")
 
 
 def default_run_dir(recipe: dict) -> Path:
@@ -113,13 +150,19 @@ def default_run_dir(recipe: dict) -> Path:
 
 
 def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
-        callbacks: list | None = None, overwrite: bool = False, allow_data_change: bool = False) -> dict:
+        callbacks: list | None = None, overwrite: bool = False, allow_data_change: bool = False,
+        one_process: str | None = None) -> dict:
     """Trains the recipe's model; returns metrics.json's content. `callbacks` are extra Lightning
     callbacks (sweeps add their pruning callback here). The run folder is locked for the whole run,
-    before any data loads (docs/reliability.md)."""
+    before any data loads (docs/reliability.md). Under DDP only rank 0 locks and writes; the other
+    ranks train the same run (rrnx.distributed). `one_process`: the command calling, when it trains in
+    one process only (Lightning's DDP launcher would run that whole command again in each rank)."""
     quiet_lightning()
+    shared = shared_run()  # this process was launched by rank 0 for its run
+    if shared is not None:
+        run_dir, quiet = Path(shared.path), True
     say = (lambda *a: None) if quiet else print
-    if not resume:
+    if shared is None and not resume:
         recipe, source = resolve_data(recipe)  # recorded as it runs: no data.path -> the synthetic section
         if source:
             say(source)
@@ -127,14 +170,32 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
         for note in notes:
             say(f"note: {note}")
     run = RunDir(run_dir if run_dir else default_run_dir(recipe))
+    recorded = shared is not None or resume
+    plan = plan_run(load_recipe(run.file(RunDir.RECIPE)) if recorded else recipe) \
+        if not recorded or run.is_run() else None  # a resume of a non-run: claim says why, under the lock
+    if one_process and plan is not None:
+        require_one_process(plan.role, one_process)
+    if plan is not None and not plan.role.writes:
+        return follow(run, plan, shared, run_dir is not None, resume, callbacks or [])
     try:
         with run.lock():
             recipe, resume = claim(run, recipe, resume, overwrite, say)
-            return _fit_locked(run, recipe, resume, say, callbacks or [], allow_data_change)
+            return _train(run, plan or plan_run(recipe), resume, say, callbacks or [], allow_data_change)
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
         raise Interrupted(where_interrupted(run)) from None
+
+
+def follow(run: RunDir, plan: Plan, shared, out_given: bool, resume: bool, callbacks: list) -> dict:
+    """A rank other than 0: trains the run rank 0 owns, takes no lock and writes nothing. Launched by
+    rank 0, it takes rank 0's decision to resume; launched with the others (torchrun), it needs the
+    run folder named (--out) and resumes what the folder holds, as rank 0 decides from the same files."""
+    if shared is None and not out_given:
+        raise RrnxError("several processes started at once (torchrun, a scheduler) must be told their run folder: "
+                        "give every process the same --out")
+    resume = shared.resume if shared is not None else resume and run.has_checkpoint()
+    return _train(run, plan, resume, lambda *a: None, callbacks)
 
 
 def where_interrupted(run: RunDir) -> str:
@@ -197,33 +258,26 @@ def claim(run: RunDir, recipe: dict, resume: bool, overwrite: bool, say) -> tupl
     raise RrnxError(f"{run}: run directory exists and is not empty; choose another --out")
 
 
-def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, allow_data_change: bool) -> dict:
-    recipe, cls = complete_recipe(recipe)  # every value typed and every default filled in, before data loads
-    trainer_cfg = dict(recipe["trainer"])
-    seed = trainer_cfg.pop("seed")
-    if trainer_cfg.get("num_threads"):
-        torch.set_num_threads(int(trainer_cfg["num_threads"]))
-    trainer_cfg.pop("num_threads")
-    patience = trainer_cfg.pop("early_stopping_patience")
-    check_trainer(trainer_cfg)
-    L.seed_everything(seed, workers=True, verbose=False)
+def _train(run: RunDir, plan: Plan, resume: bool, say, callbacks: list, allow_data_change: bool = False) -> dict:
+    """Loads the data, trains, tests and predicts; the writing rank (rank 0, or the only process) writes
+    the run folder, the others (under DDP) take their share of the same work and write nothing."""
+    recipe, writes = plan.recipe, plan.role.writes
+    if plan.num_threads:
+        torch.set_num_threads(int(plan.num_threads))
+        if plan.role.world_size > 1:  # else Lightning's launcher sets cores / processes, overriding it
+            os.environ["OMP_NUM_THREADS"] = str(plan.num_threads)
+    L.seed_everything(plan.seed, workers=True, verbose=False)
 
     data = build_datamodule(recipe)  # user errors in the data surface here, before any file is written
-    if resume:
+    if resume and writes:
         run.check_data(data_fingerprint(data), data.split.summary, allow_data_change)
     say(format_summary(data.split.summary, f"Split ({recipe['model']['name']}):"))
     say(describe_model(recipe["model"]))
-    model = build_model(cls, recipe, data, resume)
+    model = build_model(plan.cls, recipe, data, resume)
 
-    run.begin()
-    replace_atomically(run.file(RunDir.RECIPE), lambda temp: dump_recipe(
-        recipe, Path(temp), f"# resolved recipe; rerun with: rrnx fit {run}/{RunDir.RECIPE}"))
-    run.write_json(RunDir.SPLIT, data.split.summary)
-    run.write_json(RunDir.MANIFEST, manifest(recipe, data))
-    if data.truth is not None:
-        run.write_json(RunDir.TRUTH, data.truth)
-
-    logger = make_logger(recipe["logger"], run.path, run.path.name, recipe)
+    if writes:
+        start_run_files(run, recipe, data)
+    logger = make_logger(recipe["logger"], run.path, run.path.name, recipe) if writes else False
     if logger:
         logger.log_hyperparams({"split": data.split.summary, "params": model.num_parameters()})
     history = EpochHistory()
@@ -231,11 +285,17 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
                          enable_version_counter=False)
     # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
     last = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.LAST, enable_version_counter=False)
-    if patience:  # off by default: the paper trains a fixed number of epochs and keeps the best
-        callbacks = [*callbacks, EarlyStopping(monitor=VAL_RMSE, mode="min", patience=patience)]
+    if plan.patience:  # off by default: the paper trains a fixed number of epochs and keeps the best
+        callbacks = [*callbacks, EarlyStopping(monitor=VAL_RMSE, mode="min", patience=plan.patience)]
     trainer = L.Trainer(default_root_dir=str(run.path), logger=logger, plugins=[AtomicCheckpointIO()],
-                        callbacks=[history, RngState(), best, last, *callbacks], **trainer_cfg)
-    fit_model(trainer, model, data, ckpt_path=str(run.checkpoint("last")) if resume else None)
+                        callbacks=[history, RngState(), best, last, *callbacks],
+                        **trainer_arguments(plan.trainer, model, plan.role))
+    if plan.role.world_size > 1 and writes:
+        share_run(run.path, resume)  # for the processes Lightning's launcher starts in trainer.fit
+    try:
+        fit_model(trainer, model, data, ckpt_path=str(run.checkpoint("last")) if resume else None)
+    finally:
+        unshare_run()
     if not best.best_model_path:
         raise RrnxError(f"{run}: training produced no checkpoint (no validation epoch ran)")
 
@@ -243,8 +303,10 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     epochs, train_seconds = list(history.epochs), history.train_seconds()
     test_rmse = evaluate_model(trainer, model, data, best.best_model_path)
     frame = predictions(trainer, model, data, best.best_model_path)
-    replace_atomically(run.file(RunDir.PREDICTIONS), lambda temp: frame.to_parquet(temp, index=False))
     metrics = summarize(epochs, test_rmse, model, train_seconds, recipe)
+    if not writes:
+        return metrics
+    replace_atomically(run.file(RunDir.PREDICTIONS), lambda temp: frame.to_parquet(temp, index=False))
     log_summary(logger, {k: v for k, v in metrics.items() if k != "epochs"})
     finish(logger)
     run.finish(metrics)
@@ -252,6 +314,17 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
         f"test RMSE {metrics['test_rmse']:.4f}  ({metrics['params']:,} parameters, {metrics['size_bytes']:,} bytes)")
     say(f"run directory: {run}")
     return metrics
+
+
+def start_run_files(run: RunDir, recipe: dict, data: TemporalDataModule) -> None:
+    """INCOMPLETE, then the complete recipe, the split summary, the manifest and the planted truth."""
+    run.begin()
+    replace_atomically(run.file(RunDir.RECIPE), lambda temp: dump_recipe(
+        recipe, Path(temp), f"# resolved recipe; rerun with: rrnx fit {run}/{RunDir.RECIPE}"))
+    run.write_json(RunDir.SPLIT, data.split.summary)
+    run.write_json(RunDir.MANIFEST, manifest(recipe, data))
+    if data.truth is not None:
+        run.write_json(RunDir.TRUTH, data.truth)
 
 
 def predictions(trainer, model, data, ckpt_path, split: str = "test") -> pd.DataFrame:

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from rrnx.data.batches import Batches
+from rrnx.distributed import gather_predictions, role_of, shard
 from rrnx.models.base import TEST_RMSE
 
 RNG_KEY = "rng"
@@ -82,8 +83,10 @@ def fit_model(trainer, model, data, ckpt_path: str | None = None) -> None:
     resumes from a checkpoint."""
     keep_freed_memory()
     model.attach(data)
+    role, name = role_of(trainer), type(model).__name__
     try:
-        trainer.fit(model, train_dataloaders=model.train_loader(data), val_dataloaders=model.eval_loader(data, "val"),
+        trainer.fit(model, train_dataloaders=shard(model.train_loader(data), role, name),
+                    val_dataloaders=shard(model.eval_loader(data, "val"), role, name),
                     ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown; the runner says what stands
@@ -95,13 +98,16 @@ def fit_model(trainer, model, data, ckpt_path: str | None = None) -> None:
 def evaluate_model(trainer, model, data, ckpt_path: str | None = None) -> float:
     """Test RMSE of `model` (at `ckpt_path` when given) on `data`'s test half."""
     model.attach(data)
-    results = trainer.test(model, dataloaders=model.eval_loader(data, "test"), ckpt_path=ckpt_path, verbose=False,
-                           weights_only=True)
+    loader = shard(model.eval_loader(data, "test"), role_of(trainer), type(model).__name__)
+    results = trainer.test(model, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     return float(results[0][TEST_RMSE])
 
 
 def predict_model(trainer, model, data, split: str = "test", ckpt_path: str | None = None) -> torch.Tensor:
-    """The model's clamped predictions of every rating of the split, in the split's order, (N,)."""
+    """The model's clamped predictions of every rating of the split, in the split's order, (N,); under
+    DDP each rank predicts its share and every rank gets them all."""
     model.attach(data)
-    batches = trainer.predict(model, dataloaders=model.eval_loader(data, split), ckpt_path=ckpt_path, weights_only=True)
-    return torch.cat(batches)
+    role = role_of(trainer)
+    loader = shard(model.eval_loader(data, split), role, type(model).__name__)
+    batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+    return gather_predictions(batches, role)

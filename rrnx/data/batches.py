@@ -20,6 +20,18 @@ class Batches:
         self.tensors, self.batch_size, self.shuffle = tensors, int(batch_size), shuffle
         self.n = len(next(iter(tensors.values())))
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> "Batches":
+        """This process's share under data parallelism (rrnx.distributed): each batch of the one-process
+        order is cut into `world_size` near-equal parts and rank `rank` yields its part, so the ranks
+        together see the same global batches, each row exactly once, and all ranks yield the same number
+        of batches (DDP needs every rank at every step). Every rank draws the same shuffled order: the
+        generator is seeded alike and stepped alike. A part may be empty when a batch has fewer rows than
+        ranks."""
+        shard = Batches(self.tensors, self.batch_size, self.shuffle)
+        shard.generator, shard.rank, shard.world_size = self.generator, rank, world_size
+        return shard
 
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
@@ -35,11 +47,21 @@ class Batches:
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
         for start in range(0, self.n, self.batch_size):
-            if order is None:
-                yield {k: v[start:start + self.batch_size] for k, v in self.tensors.items()}
+            if self.world_size > 1:
+                start, end = self._part(start, min(start + self.batch_size, self.n))
             else:
-                idx = order[start:start + self.batch_size]
+                end = start + self.batch_size
+            if order is None:
+                yield {k: v[start:end] for k, v in self.tensors.items()}
+            else:
+                idx = order[start:end]
                 yield {k: v[idx] for k, v in self.tensors.items()}
+
+    def _part(self, start: int, end: int) -> tuple[int, int]:
+        """[start, end) of this rank's part of the batch [start, end): torch.tensor_split's cut."""
+        size, extra = divmod(end - start, self.world_size)
+        first = start + self.rank * size + min(self.rank, extra)
+        return first, first + size + (self.rank < extra)
 
 
 def row_batches(n_rows: int, batch_size: int, seed: int = 0) -> Batches:

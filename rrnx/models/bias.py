@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from rrnx.data.batches import Batches, one_batch
+from rrnx.distributed import all_reduce_sum_
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 
 
@@ -36,6 +37,10 @@ class Bias(RatingModel):
     # `rrnx compare --tune`'s search space (rrnx/sweep/spec.py's format)
     search_space = {"model.reg_user": {"low": 0.1, "high": 100.0, "log": True},
                     "model.reg_item": {"low": 0.1, "high": 100.0, "log": True}}
+
+    # under DDP each rank holds a share of the sweep's ratings and the sums and counts are added over the
+    # ranks (rrnx.distributed.SelfSyncingDDP): every rank solves the same exact least squares
+    syncs_own_updates = True
 
     def __init__(self, n_users: int, n_items: int, reg_user: float = 15.0, reg_item: float = 10.0):
         super().__init__()
@@ -59,18 +64,19 @@ class Bias(RatingModel):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         user, item, rating = batch["user"], batch["item"], batch["rating"].float()  # (N,) each
         self.item_bias.copy_(self._solve(item, rating - self.global_mean - self.user_bias[user],
-                                         len(self.item_bias), self.hparams.reg_item))
+                                         len(self.item_bias), self.hparams.reg_item, all_reduce_sum_))
         self.user_bias.copy_(self._solve(user, rating - self.global_mean - self.item_bias[item],
-                                         len(self.user_bias), self.hparams.reg_user))
+                                         len(self.user_bias), self.hparams.reg_user, all_reduce_sum_))
         self.optimizers().step()  # a no-op that counts the sweep: Lightning checkpoints by global step
         mse = ((self.predict_ratings(batch) - rating) ** 2).mean()
         self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(rating))
 
     @staticmethod
-    def _solve(owner: torch.Tensor, residual: torch.Tensor, n: int, reg: float) -> torch.Tensor:
-        """argmin_b sum (residual - b_owner)^2 + reg sum b^2, per owner: sum / (reg + count)."""
-        sums = torch.zeros(n, dtype=residual.dtype).index_add_(0, owner, residual)  # (n,)
-        counts = torch.bincount(owner, minlength=n).to(residual.dtype)  # (n,)
+    def _solve(owner: torch.Tensor, residual: torch.Tensor, n: int, reg: float, reduce=lambda t: t) -> torch.Tensor:
+        """argmin_b sum (residual - b_owner)^2 + reg sum b^2, per owner: sum / (reg + count); `reduce`
+        combines the sums and counts of several processes' shares (all_reduce_sum_)."""
+        sums = reduce(torch.zeros(n, dtype=residual.dtype).index_add_(0, owner, residual))  # (n,)
+        counts = reduce(torch.bincount(owner, minlength=n).to(residual.dtype))  # (n,)
         return sums / (reg + counts)
 
     def configure_optimizers(self):

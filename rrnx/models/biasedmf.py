@@ -81,7 +81,9 @@ class BiasedMF(RatingModel):
         self.log(TRAIN_LOSS, squared.mean(), prog_bar=True, batch_size=len(pred))
         per_rating = squared + penalty  # (B,)
         # sgd: d/dp of (err^2 + reg |p|^2) / 2 is Surprise's step -(err q - reg p)
-        return per_rating.sum() / 2 if self.hparams.optimizer == "sgd" else per_rating.mean()
+        if self.hparams.optimizer == "sgd":  # a sum over the global batch: DDP averages the ranks' gradients,
+            return per_rating.sum() / 2 * self.trainer.world_size  # so each rank's part counts world_size times
+        return per_rating.mean()
 
     def configure_optimizers(self):
         if self.hparams.optimizer == "sgd":

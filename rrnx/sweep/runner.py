@@ -109,7 +109,8 @@ class TrialObjective:
         from rrnx.run import fit
 
         callbacks = [] if self.job.sweep.pruner["name"] == "none" else [pruning_callback(trial)]
-        return fit(runtime_recipe(recipe, self.job.study_name), run_dir, quiet=True, callbacks=callbacks)
+        return fit(runtime_recipe(recipe, self.job.study_name), run_dir, quiet=True, callbacks=callbacks,
+                   one_process="rrnx sweep")
 
     def is_surplus(self, trial) -> bool:
         if self.job.n_trials is None:

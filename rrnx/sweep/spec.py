@@ -245,10 +245,13 @@ def _enqueue(path: Path, enqueue, searched: set) -> list[dict]:
 
 def check_sweep(sweep: Sweep) -> type:
     """Validates the recipe keys (sample trial), sampler/pruner options; returns the model class."""
-    from rrnx.recipe import check_recipe, resolve_model
+    from rrnx.recipe import resolve_model
+    from rrnx.run import plan_run, require_one_process
 
     sample = sweep.trial_recipe({p.key: p.sample_value() for p in sweep.space})
-    cls = check_recipe(resolve_model(sample)[0])
+    plan = plan_run(resolve_model(sample)[0])  # complete and typed, the trainer checked
+    require_one_process(plan.role, "rrnx sweep")  # a trial is one process; sweeps scale out with --workers
+    cls = plan.cls
     make_sampler(sweep)
     make_pruner(sweep)
     if sweep.sampler["name"] == "grid":

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from rrnx.distributed import all_reduce_sum_, broadcast_from_rank0_
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 from rrnx.models.rrn.lstm import packed_lstm
@@ -141,6 +142,11 @@ class RRN(RRNStates, RatingModel):
         pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
             epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
     """
+
+    # under DDP each rank trains its part of each phase's entities and the gradients are exchanged by
+    # _part_backward (rrnx.distributed.SelfSyncingDDP): a phase leaves the other side's network unused,
+    # which DistributedDataParallel's reducer does not allow
+    syncs_own_updates = True
 
     # `rrnx compare --tune`: the stationary part's size and L2, the networks' step, what x_t feeds
     search_space = {"model.dim": [10, 20, 40],
@@ -321,6 +327,7 @@ class RRN(RRNStates, RatingModel):
             from rrnx.models.rrn.pretrain import pretrain_stationary
             start = time.perf_counter()
             pretrain_stationary(self, self._attached(), self._pmf)
+            broadcast_from_rank0_(list(self.parameters()))  # under DDP every rank pre-trained alike; this makes sure
             self.stationary_ready.fill_(True)
             self._pretrain_seconds = time.perf_counter() - start
 
@@ -338,21 +345,66 @@ class RRN(RRNStates, RatingModel):
         start = time.perf_counter()
         side = batch["side"]
         other_before, _ = self._cached_states(OTHER_SIDE[side])  # (n_other_active, D), frozen in this phase
-        pred, target, reg = self.phase_forward(side, batch["entities"], other_before)
-        mse = torch.mean((pred - target) ** 2)  # eq. (8)
         opts = self.optimizers()
         net_opt, stationary_opt = opts[0:2] if side == "user" else opts[2:4]
         net_opt.zero_grad()
         stationary_opt.zero_grad()
-        self.manual_backward(mse + reg)
+        if "global_entities" in batch:  # this rank's part of a global batch (PhaseBatches.shard, under DDP)
+            mse = self._part_backward(side, batch, other_before)
+        else:
+            pred, target, reg = self.phase_forward(side, batch["entities"], other_before)
+            mse = torch.mean((pred - target) ** 2)  # eq. (8)
+            self.manual_backward(mse + reg)
         net_opt.step()
         stationary_opt.step()
-        self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(pred))
+        self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(batch["entities"]))
         self._phase_seconds[side] += time.perf_counter() - start
 
-    def phase_forward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor):
+    def _part_backward(self, side: str, batch: dict, other_before: torch.Tensor) -> torch.Tensor:
+        """Backward of this rank's part of a global batch, leaving every rank the gradients of the whole
+        batch's loss; returns this part's mean squared error. Eq. (8) over the global batch is the sum over
+        the parts of their squared errors divided by the global rating count, so each part divides by it
+        and the network gradients are summed over the ranks (all_reduce); a stationary row belongs to the
+        one rank whose part holds its entity, and the rows' gradients are exchanged over the global batch's
+        entities, so every rank takes the same SGD step on the same rows."""
+        seqs, entities, everyone = self._sides[side], batch["entities"], batch["global_entities"]
+        n_global = int((seqs.rating_offsets[seqs.offsets[everyone + 1]] - seqs.rating_offsets[seqs.offsets[everyone]]).sum())
+        net = self._net(side)
+        if len(entities):
+            pred, target, reg = self.phase_forward(side, entities, other_before, n_global)
+            squared = ((pred - target) ** 2).sum()
+            self.manual_backward(squared / n_global + reg)
+            mse = squared.detach() / len(pred)
+        else:  # a global batch with fewer entities than ranks: this rank adds nothing, but takes part
+            self.manual_backward(sum(p.sum() for p in net.parameters()) * 0.0)
+            mse = torch.zeros(())
+        for p in net.parameters():
+            all_reduce_sum_(p.grad)
+        self._share_stationary_grads(side, entities, everyone, batch["part_start"])
+        return mse
+
+    def _share_stationary_grads(self, side: str, entities: torch.Tensor, everyone: torch.Tensor, part_start: int):
+        """Every rank ends with the sparse gradient rows of all the global batch's entities: each rank writes
+        its own entities' rows into a (B_g, k + biases) buffer at its part's place and the buffers are summed."""
+        params = self._stationary_params(side)  # weights (n, k) and (n, 1)
+        widths = [p.shape[1] for p in params]
+        buffer = torch.zeros(len(everyone), sum(widths))  # (B_g, k [+ 1])
+        if len(entities):
+            order = torch.argsort(entities)  # a coalesced gradient holds its rows by increasing entity
+            local = torch.cat([p.grad.coalesce().values() for p in params], 1)  # (B, k [+ 1]) by entity
+            buffer[part_start + order] = local
+        all_reduce_sum_(buffer)
+        index = everyone.reshape(1, -1).clone()  # (1, B_g): owned indices, not a view into the epoch's batch list
+        for p, rows in zip(params, buffer.split(widths, 1)):
+            # a fresh copy: a one-row column slice counts as contiguous with the buffer's row stride, and
+            # torch's sparse kernels (to_dense, SGD's add_) then corrupt the heap (torch 2.13, a batch of 1)
+            p.grad = torch.sparse_coo_tensor(index, rows.clone(memory_format=torch.contiguous_format), p.shape)
+
+    def phase_forward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor, n_ratings: int | None = None):
         """Predictions of every training rating of `entities` from states before its step: this side's
-        with gradients, the other side's from the frozen cache. Returns (pred (N,), target (N,), reg)."""
+        with gradients, the other side's from the frozen cache. Returns (pred (N,), target (N,), reg).
+        `n_ratings`: the rating count the loss is divided by, when `entities` are part of a larger batch
+        (None: their own)."""
         seqs = self._sides[side]
         batch = gather(seqs, entities)
         net = self._net(side)
@@ -361,7 +413,7 @@ class RRN(RRNStates, RatingModel):
         other_dynamic = take_rows(other_before, take_rows(seqs.other_row, batch.ratings))  # (N, D)
         rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
         per_entity = torch.zeros(len(entities)).index_add_(0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
-        n = len(batch.ratings)
+        n = len(batch.ratings) if n_ratings is None else n_ratings
         scale = n / per_entity  # SGD step = each entity's mean gradient
         own = self._factors(side)(entities)  # (B, k)
         if own.requires_grad:
@@ -386,10 +438,11 @@ class RRN(RRNStates, RatingModel):
     # ------------------------------------------------------------------ evaluation and checkpoints
     def on_validation_epoch_start(self) -> None:
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            # under DDP the slowest rank's seconds: what every step waits for (no-op with one process)
             for side in SIDES:
-                self.log(PHASE_SECONDS[side], self._phase_seconds[side])
+                self.log(PHASE_SECONDS[side], self._phase_seconds[side], sync_dist=True, reduce_fx="max")
             if hasattr(self, "_pretrain_seconds"):
-                self.log(PRETRAIN_SECONDS, self._pretrain_seconds)
+                self.log(PRETRAIN_SECONDS, self._pretrain_seconds, sync_dist=True, reduce_fx="max")
         self._final_states()
 
     def on_test_epoch_start(self) -> None:
@@ -414,12 +467,27 @@ class PhaseBatches:
         self.model, self.seed = model, torch.initial_seed()
         self.sizes = {"user": model.hparams.user_batch_size, "item": model.hparams.item_batch_size}
 
+    rank, world_size = 0, 1
+
     def __len__(self) -> int:
         return sum(-(-self.model._sides[s].n_entities // self.sizes[s]) for s in SIDES)
+
+    def shard(self, rank: int, world_size: int) -> "PhaseBatches":
+        """This rank's share under DDP: every global batch of entities is cut into `world_size` near-equal
+        parts (torch.tensor_split) and rank `rank` yields its part, with the whole batch and where the part
+        starts in it (RRN._part_backward needs both). Every rank draws the same batches from (seed, epoch)."""
+        shard = PhaseBatches(self.model)
+        shard.seed, shard.rank, shard.world_size = self.seed, rank, world_size
+        return shard
 
     def __iter__(self):
         epoch = self.model.current_epoch  # 0 outside a trainer
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         for side in SIDES:
             for entities in length_sorted_batches(self.model._sides[side].lengths, self.sizes[side], generator):
-                yield {"side": side, "entities": entities}
+                if self.world_size == 1:
+                    yield {"side": side, "entities": entities}
+                    continue
+                parts = torch.tensor_split(entities, self.world_size)
+                start = sum(len(part) for part in parts[:self.rank])
+                yield {"side": side, "entities": parts[self.rank], "global_entities": entities, "part_start": start}

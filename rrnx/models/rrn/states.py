@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rrnx.distributed import all_gather_rows, process_group_share
 from rrnx.errors import RrnxError
 from rrnx.models.rrn.sequences import (SideTensors, extended_side, gather, ratings_frame_arrays, row_budget_batches,
                                        take_rows)
@@ -41,6 +42,19 @@ class RRNStates:
                 after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
             return after, local_start
 
+    def _states_after_all_rows(self, side: str, seqs: SideTensors) -> torch.Tensor:
+        """Projected state after every row of the side, (n_active, D). Under DDP each rank computes the
+        rows of a contiguous range of entities (about n_active / world_size rows) and the ranges are
+        gathered, so the cache costs every rank its share, not the whole side."""
+        share = process_group_share()
+        if share.world_size == 1:
+            return self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))[0]
+        wanted = torch.arange(share.world_size + 1) * seqs.n_active // share.world_size  # (W + 1,) row cuts
+        cuts = torch.searchsorted(seqs.offsets, wanted).tolist()  # first entity at or after each cut
+        local, _ = self._states_after_rows(side, seqs, torch.arange(cuts[share.rank], cuts[share.rank + 1]))
+        with torch.inference_mode(False), torch.no_grad():
+            return all_gather_rows(local, share.world_size)
+
     def _weights_version(self, side: str) -> tuple:
         """What one side's states are computed from besides the data: its network, factors and biases and
         the model's own buffers, each as (object, storage, in-place version). Every in-place change bumps
@@ -57,7 +71,7 @@ class RRNStates:
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
         seqs = self._sides[side]
-        after, _ = self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))  # (n_active, D)
+        after = self._states_after_all_rows(side, seqs)  # (n_active, D)
         first = seqs.features[:, 0] > 0  # 1_newbie marks each entity's first row
         with torch.inference_mode(False), torch.no_grad():
             before = torch.empty_like(after)  # (n_active, D): the state after the previous row ...

@@ -1,0 +1,166 @@
+"""rrnx on several processes with Lightning's DDP (docs/scaling.md).
+
+`rrnx fit RECIPE --trainer.strategy=ddp --trainer.devices=N` runs the whole of `rrnx fit` in N
+processes: the one the user started and the N - 1 that Lightning's launcher starts when training
+begins, by running the same command line again with LOCAL_RANK set (or, with torchrun or a cluster
+scheduler, every process at once). Global rank 0 alone owns the run folder: it takes the lock,
+writes every file and every checkpoint; the other ranks ("followers") load the same data, train,
+validate and predict their share, and write nothing.
+
+What a rank takes (`shard`): its part of every global batch of the model's loaders, so the ranks
+together see each training batch and each validation/test row exactly once; validation and test RMSE
+are torchmetrics states (sums of squared errors and counts) summed over the ranks; predictions are
+gathered to every rank in the one-process order (`gather_predictions`). With one process none of
+this runs: `shard` hands the loader back untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+
+from rrnx.errors import RrnxError
+
+# Set by rank 0 before training for the processes Lightning's launcher starts: the run folder (its
+# default name holds the time, which a second process would read differently) and whether it resumes.
+SHARED_RUN_ENV = "RRNX_DDP_RUN"
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process's global rank and the number of processes training together."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    """What rank 0 decided for the run, handed to the processes it launches."""
+
+    path: str
+    resume: bool
+
+
+def role_of(trainer) -> Role:
+    """The rank and world size Lightning assigns this process (known once a Trainer is built: from
+    LOCAL_RANK/NODE_RANK set by its launcher, or RANK/WORLD_SIZE set by torchrun or a scheduler)."""
+    return Role(int(trainer.global_rank), int(trainer.world_size))
+
+
+def check_launcher(trainer) -> None:
+    """Refuses strategies whose launcher would pickle rrnx's run into fresh processes (ddp_spawn,
+    ddp_fork, ddp_notebook): rrnx's run folder, lock and data belong to processes that run `rrnx fit`
+    themselves, which is what the `ddp` strategy's launcher starts."""
+    launcher = getattr(trainer.strategy, "_launcher", None)
+    if trainer.world_size > 1 and launcher is not None and type(launcher).__name__ == "_MultiProcessingLauncher":
+        raise RrnxError("trainer.strategy: rrnx runs several processes with strategy 'ddp' (each process runs "
+                        "rrnx fit itself); spawn, fork and notebook launchers are not supported: use --trainer.strategy=ddp")
+
+
+def shared_run() -> SharedRun | None:
+    """The run rank 0 started this process for (None: this process was started by a user or by torchrun)."""
+    text = os.environ.get(SHARED_RUN_ENV)
+    return SharedRun(**json.loads(text)) if text else None
+
+
+def share_run(path, resume: bool) -> None:
+    """Tells the processes about to be launched which run they train (read back by shared_run)."""
+    os.environ[SHARED_RUN_ENV] = json.dumps({"path": str(path), "resume": bool(resume)})
+
+
+def unshare_run() -> None:
+    os.environ.pop(SHARED_RUN_ENV, None)
+
+
+def shard(loader, role: Role, what: str):
+    """`loader` itself with one process; else this rank's share of it (its `shard(rank, world_size)`:
+    rrnx.data.batches.Batches and RRN's PhaseBatches have one). A loader without one cannot be split:
+    one line saying so."""
+    if role.world_size == 1:
+        return loader
+    split = getattr(loader, "shard", None)
+    if split is None:
+        raise RrnxError(f"{what}: its batches ({type(loader).__name__}) cannot be split across processes; "
+                        "train it with one process (trainer.devices: 1)")
+    return split(role.rank, role.world_size)
+
+
+def process_group_share() -> Role:
+    """This process's rank and the size of the running process group ((0, 1) without one): for model code
+    that runs in and out of a trainer (RRN's state cache serves training, evaluation and `rrnx predict`)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return Role(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return Role()
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sums `tensor` over every process in place (a no-op with one process or none started)."""
+    if process_group_share().world_size > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def broadcast_from_rank0_(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values of `tensors` on every rank, in place (a no-op with one process)."""
+    if process_group_share().world_size > 1:
+        for tensor in tensors:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+def all_gather_rows(local: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Every rank's `local` rows (n_r, D), concatenated in rank order, on every rank. all_gather wants
+    equal sizes: each rank's rows are padded to the largest share and trimmed after."""
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size)]
+    torch.distributed.all_gather(sizes, torch.tensor([len(local)]))
+    largest = int(max(sizes))
+    padded = torch.zeros(largest, *local.shape[1:], dtype=local.dtype)
+    padded[:len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    torch.distributed.all_gather(parts, padded)
+    return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)])
+
+
+def gather_predictions(parts: list[torch.Tensor], role: Role) -> torch.Tensor:
+    """The predictions of every row in the one-process order, on every rank, from each rank's per-batch
+    parts (`Batches.shard` cuts batch k of the one-process order into parts 0..world_size-1)."""
+    if role.world_size == 1:
+        return torch.cat(parts)
+    gathered: list = [None] * role.world_size
+    torch.distributed.all_gather_object(gathered, parts)
+    return torch.cat([gathered[rank][k] for k in range(len(parts)) for rank in range(role.world_size)])
+
+
+class SelfSyncingDDP(DDPStrategy):
+    """Lightning's DDP for a model that combines the processes' work itself (`syncs_own_updates`: Bias's
+    closed-form sums, RRN's alternating phases): the module is not wrapped in DistributedDataParallel,
+    whose reducer expects one backward over every trainable parameter per step, which neither does
+    (Bias has no backward; an RRN phase trains one side's network and leaves the other unused).
+    Lightning's launcher, process group, checkpointing and metric syncing are unchanged."""
+
+    def configure_ddp(self) -> None:
+        # DistributedDataParallel would broadcast rank 0's weights; every rank is seeded alike, this makes sure
+        broadcast_from_rank0_([*self.model.parameters(), *self.model.buffers()])
+
+
+def trainer_arguments(trainer: dict, model, role: Role) -> dict:
+    """The Trainer's arguments for this model: a model that syncs its own updates gets SelfSyncingDDP
+    in place of the recipe's DDP strategy name; every other case is left as the recipe says."""
+    if not getattr(model, "syncs_own_updates", False):
+        return trainer
+    strategy = trainer.get("strategy")
+    ddp = isinstance(strategy, str) and strategy.startswith("ddp")
+    if role.world_size == 1 and not ddp:
+        return trainer
+    if not ddp:
+        raise RrnxError(f"trainer.strategy: {type(model).__name__} combines its processes' work itself and "
+                        f"runs on several processes with strategy 'ddp' only (got {strategy!r})")
+    return {**trainer, "strategy": SelfSyncingDDP()}
