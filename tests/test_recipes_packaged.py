@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import ROOT
 from rrnx import packaged
