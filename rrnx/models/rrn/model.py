@@ -23,7 +23,7 @@ from torch import nn
 
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-from rrnx.models.rrn.lstm import packed_lstm
+from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm
 from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, gather, length_sorted_batches, pack,
                                        permute_rows, take_rows, training_sides)
 from rrnx.models.rrn.states import RRNStates
@@ -41,8 +41,9 @@ class SideNetwork(nn.Module):
 
     def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
                  context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True,
-                 forget_bias: float = 0.0):
+                 forget_bias: float = 0.0, lstm_kernel: str = "auto"):
         super().__init__()
+        self.lstm_kernel = lstm_kernel  # how eq. (6) runs (lstm.py's packed_lstm); the weights are nn.LSTM's
         # W_embed's x_t columns (None: the LSTM reads only the context columns)
         self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
         # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
@@ -78,7 +79,7 @@ class SideNetwork(nn.Module):
         y = torch.addmm(y, features, context.weight.t().contiguous()).add_(context.bias)
         packing = pack(batch)
         y = permute_rows(y, packing.unpacked, packing.packed_position)  # (R, E) time-major
-        hidden = packed_lstm(self.lstm, y, packing.batch_sizes)  # eq. (6), (R, H) time-major
+        hidden = packed_lstm(self.lstm, y, packing.batch_sizes, self.lstm_kernel)  # eq. (6), (R, H) time-major
         return permute_rows(hidden, packing.packed_position, packing.unpacked)  # (R, H) entity-major
 
     def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,6 +134,10 @@ class RRN(RRNStates, RatingModel):
             beat it on validation (RRN is then never worse on validation than its own static model).
         pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
             epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
+        lstm_kernel: how the LSTMs run, same values and gradients (docs/rrn.md): "auto" (the fused C++
+            cell on the CPU, built at first use, or the pure-torch one with a warning where it cannot be
+            built; cuDNN's packed LSTM on CUDA), "fused", "torch" (the pure-torch cell), "cudnn" (nn.LSTM
+            on the PackedSequence; on the CPU quadratic in the sequence length).
     """
 
     # `rrnx compare --tune`: the stationary part's size and L2, the networks' step, what x_t feeds
@@ -152,7 +157,7 @@ class RRN(RRNStates, RatingModel):
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, step_stats: bool | str = False, dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
-                 forget_bias: float = 0.0, bias_reg: float | None = None):
+                 forget_bias: float = 0.0, bias_reg: float | None = None, lstm_kernel: str = "auto"):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -160,13 +165,15 @@ class RRN(RRNStates, RatingModel):
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
         if step_stats not in STEP_STATS:
             raise ValueError(f"step_stats must be one of false, true, mean, residual; got {step_stats!r}")
+        if lstm_kernel not in LSTM_KERNELS:
+            raise ValueError(f"lstm_kernel must be one of {', '.join(LSTM_KERNELS)}, got {lstm_kernel!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         context_dim = 5 if step_stats else 3
         self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding, forget_bias)
+                                    rating_embedding, forget_bias, lstm_kernel)
         self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding, forget_bias)
+                                    rating_embedding, forget_bias, lstm_kernel)
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
         nn.init.normal_(self.user_factors.weight, std=init_std)
