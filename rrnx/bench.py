@@ -22,7 +22,7 @@ from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import time_split
 from rrnx.data.synthetic import PRESET_SPLITS, generate_preset
 from rrnx.models.rrn import RRN
-from rrnx.training import fit_model
+from rrnx.training import CpuThreads, fit_model
 
 
 def peak_memory_gb() -> float:
@@ -79,14 +79,16 @@ def epoch_flops(shapes: Shapes, hp) -> dict:
             "epoch": user_phase + item_phase + evaluation}
 
 
-def matmul_rate(hp, batch: int = 8192, repeats: int = 20) -> float:
-    """Measured FLOP/s of a float32 matmul shaped like the LSTM's gate product."""
-    x = torch.randn(batch, hp.embed_dim + hp.hidden)
-    w = torch.randn(hp.embed_dim + hp.hidden, 4 * hp.hidden)
+def matmul_rate(hp, batch: int = 8192, repeats: int = 20, device: torch.device | str = "cpu") -> float:
+    """Measured FLOP/s of a float32 matmul shaped like the LSTM's gate product, on `device`."""
+    x = torch.randn(batch, hp.embed_dim + hp.hidden, device=device)
+    w = torch.randn(hp.embed_dim + hp.hidden, 4 * hp.hidden, device=device)
     torch.mm(x, w)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         torch.mm(x, w)
+    synchronize(device)
     seconds = (time.perf_counter() - start) / repeats
     return 2 * batch * x.shape[1] * w.shape[1] / seconds
 
@@ -109,36 +111,65 @@ def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int
     return data, timings
 
 
+def synchronize(device) -> None:
+    """Wait for queued kernels (CUDA runs them asynchronously: a clock must not stop before they end)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None = None,
               user_granularity: str = "1d", item_granularity: str = "7d", seed: int = 0,
-              model_args: dict | None = None, say=print) -> dict:
+              model_args: dict | None = None, accelerator: str = "auto", say=print) -> dict:
     from rrnx.loggers import quiet_lightning
 
     quiet_lightning()
+    policy = None
     if threads:
         torch.set_num_threads(threads)
+    else:
+        policy = CpuThreads()
     torch.manual_seed(seed)
     data, timings = prepare(preset, user_granularity, item_granularity, seed, say)
     model = RRN(data.n_users, data.n_items, **{"pretrain_epochs": 0, **(model_args or {})})
     model.set_data_stats(data.rating_range, data.rating_mean)
     clock = PhaseClock()
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
-                        callbacks=[clock])
+                        enable_model_summary=False, num_sanity_val_steps=0, accelerator=accelerator, devices=1,
+                        callbacks=[clock, *([policy] if policy else [])])
     fit_model(trainer, model, data)
     shapes = Shapes(data.n_users, data.n_items, len(data.split.train), data.user_steps.n_active,
                     data.item_steps.n_active, len(data.split.val))
     flops = epoch_flops(shapes, model.hparams)
-    rate = matmul_rate(model.hparams)
-    return {"preset": preset, "threads": torch.get_num_threads(), "granularity": f"{user_granularity}/{item_granularity}",
+    rate = matmul_rate(model.hparams, device=model.device)
+    chosen = (policy.policy.history if policy else []) or [torch.get_num_threads()]
+    used = (f"{chosen[0]} threads" if len(chosen) == 1 else "threads " + " -> ".join(map(str, chosen)))
+    return {"preset": preset, "threads": used + (" (free cores)" if policy else ""),
+            "granularity": f"{user_granularity}/{item_granularity}",
+            "device": device_name(model.device), "lstm_kernel": resolved_kernel(model.hparams.lstm_kernel, model.device),
             "shapes": shapes.__dict__, "data": timings, "epochs": clock.epochs, "flops": flops,
             "matmul_flops_per_s": rate, "peak_memory_gb": peak_memory_gb(), "hparams": dict(model.hparams)}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (cuda)"
+    return "cpu"
+
+
+def resolved_kernel(kernel: str, device: torch.device) -> str:
+    """What lstm_kernel ran: auto is cuDNN on CUDA, the fused cell on the CPU unless it failed to build."""
+    if kernel != "auto":
+        return kernel
+    if device.type == "cuda":
+        return "cudnn"
+    from rrnx.models.rrn.fused import fused_cell
+    return "fused" if fused_cell() is not None else "torch (fused cell unavailable)"
 
 
 def format_report(result: dict) -> str:
     s, d, f, rate = result["shapes"], result["data"], result["flops"], result["matmul_flops_per_s"]
     lines = [f"rrnx bench: RRN on synthetic {result['preset']}, granularity {result['granularity']} (user/item), "
-             f"{result['threads']} threads",
+             f"{result['threads']}, {result['device']}, LSTM {result['lstm_kernel']}",
              f"  data        {s['users']:,} users, {s['items']:,} items, {s['ratings']:,} train ratings, "
              f"{s['user_rows']:,} user steps, {s['item_rows']:,} item steps, {s['eval_ratings']:,} val ratings",
              f"  prepare     generation {d['generation_s']:.1f} s, split {d['split_s']:.1f} s, "
@@ -150,7 +181,7 @@ def format_report(result: dict) -> str:
     floor = {k: v / rate for k, v in f.items()}
     lines += [f"  work        {f['epoch'] / 1e9:,.1f} GFLOP per epoch (user phase {f['user_phase'] / 1e9:,.1f}, "
               f"item phase {f['item_phase'] / 1e9:,.1f}, evaluation {f['eval'] / 1e9:,.1f})",
-              f"  machine     {rate / 1e9:,.1f} GFLOP/s measured float32 matmul (gate-shaped)",
+              f"  machine     {rate / 1e9:,.1f} GFLOP/s measured float32 matmul (gate-shaped, {result['device']})",
               f"  floor       {floor['epoch']:.1f} s per epoch at that rate (user {floor['user_phase']:.1f} s, "
               f"item {floor['item_phase']:.1f} s, evaluation {floor['eval']:.1f} s)",
               f"  peak memory {result['peak_memory_gb']:.2f} GiB resident"]

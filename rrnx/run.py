@@ -29,7 +29,7 @@ from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
-from rrnx.training import RngState, evaluate_model, fit_model, predict_model
+from rrnx.training import CpuThreads, RngState, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = RunDir.INCOMPLETE
 TRAINER_DEFAULTS = {"max_epochs": 10, "num_sanity_val_steps": 0, "enable_model_summary": False,
@@ -171,9 +171,11 @@ def _fit_locked(run: RunDir, recipe: dict, resume: bool, say, callbacks: list, a
     cls = check_recipe(recipe)
     trainer_cfg = {**TRAINER_DEFAULTS, **recipe["trainer"]}
     seed = trainer_cfg.pop("seed", 0)
-    if trainer_cfg.get("num_threads"):
-        torch.set_num_threads(int(trainer_cfg["num_threads"]))
-    trainer_cfg.pop("num_threads", None)
+    threads = trainer_cfg.pop("num_threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    else:  # one thread per core that other processes leave free, revisited during training
+        callbacks = [*callbacks, CpuThreads()]
     check_trainer(trainer_cfg)
     L.seed_everything(seed, workers=True, verbose=False)
 

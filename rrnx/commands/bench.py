@@ -12,14 +12,18 @@ def add_arguments(parser) -> None:
                         help="synthetic preset (small, netflix-6m, netflix-1y, netflix-full, imdb); default netflix-6m")
     parser.add_argument("--epochs", type=int, default=1, help="joint epochs to time (default 1)")
     parser.add_argument("--threads", type=int,
-                        help="torch threads (default: torch's choice, all cores; use 1 on a machine shared with "
-                             "other jobs, docs/benchmarks.md)")
+                        help="torch threads (default: one per core that other processes leave free, revisited "
+                             "during the run; docs/benchmarks.md)")
     parser.add_argument("--user-granularity", default="1d", help="user time step (default 1d, as Table 3's best)")
     parser.add_argument("--item-granularity", default="7d", help="item time step (default 7d)")
     # The batch sizes of docs/benchmarks.md: large batches keep the LSTM matmuls large;
     # RRN's own defaults (256 / 64) are chosen for accuracy on small data.
     parser.add_argument("--user-batch-size", type=int, default=4096, help="users per user-phase step (default 4096)")
     parser.add_argument("--item-batch-size", type=int, default=512, help="items per item-phase step (default 512)")
+    parser.add_argument("--accelerator", default="auto",
+                        help="Lightning accelerator: auto (a GPU when there is one), cpu, gpu (default auto)")
+    parser.add_argument("--lstm-kernel", default="auto", choices=["auto", "fused", "torch", "cudnn"],
+                        help="RRN's lstm_kernel (docs/rrn.md); default auto: the fused cell on the CPU, cuDNN on CUDA")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
 
@@ -34,8 +38,9 @@ def run(args, overrides) -> int:
         raise RrnxError("--epochs must be at least 1")
     model_args = {k: v for k, v in (("user_batch_size", args.user_batch_size),
                                     ("item_batch_size", args.item_batch_size)) if v}
+    model_args["lstm_kernel"] = args.lstm_kernel
     result = run_bench(args.preset, args.epochs, args.threads, args.user_granularity, args.item_granularity,
-                       model_args=model_args)
+                       model_args=model_args, accelerator=args.accelerator)
     print(format_report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
