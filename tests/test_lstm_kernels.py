@@ -87,8 +87,11 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path,
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     seen = []
-    monkeypatch.setattr(torch.utils.cpp_extension, "load",
-                        lambda name, build_directory, **_: seen.append((tmp_path / name / "lock").exists()))
+
+    def load(name, build_directory, **_):
+        seen.append((tmp_path / name / "lock").exists())
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load)
     lock = tmp_path / fused.build_name() / "lock"
     lock.parent.mkdir(parents=True)
     lock.touch()
@@ -97,6 +100,18 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path,
     os.utime(lock, (old, old))
     fused._build()
     assert seen == [True, False]
+
+
+def test_every_checkout_compiles_the_copy_in_the_build_folder(tmp_path, monkeypatch):
+    """ninja rebuilds when the source path changes: two checkouts of one source must share a path."""
+    import torch.utils.cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    compiled = []
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", lambda name, sources, **_: compiled.extend(sources))
+    fused._build()
+    assert compiled == [str(tmp_path / fused.build_name() / "lstm_cell.cpp")]
+    assert (tmp_path / fused.build_name() / "lstm_cell.cpp").read_bytes() == fused.SOURCE.read_bytes()
 
 
 def test_the_build_folder_changes_with_the_source(tmp_path, monkeypatch):

@@ -5,8 +5,9 @@ failed build) RRN falls back to the pure-torch LSTM with one warning line.
 Build cache: $TORCH_EXTENSIONS_DIR if set, else $XDG_CACHE_HOME/rrnx/extensions (~/.cache/rrnx/...).
 The folder name holds a hash of the source, the flags, torch's version and this CPU's instruction
 set (the build uses -march=native), so two checkouts or two machines sharing a home folder never
-load each other's build; two processes building at once are serialised by torch's lock file in that
-folder (the second waits, then loads the first one's build).
+load each other's build, and it compiles its own copy of the source, so checkouts of the same source
+share one build; two processes building at once are serialised by torch's lock file in that folder
+(the second waits, then loads the first one's build).
 """
 
 from __future__ import annotations
@@ -66,10 +67,17 @@ def _build():
     lock = directory / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
         lock.unlink(missing_ok=True)
+    # compile a copy kept in the build folder: ninja rebuilds when the source PATH changes, so two checkouts
+    # of the same source would otherwise rebuild in turn, one of them possibly while the other loads the .so
+    source = directory / SOURCE.name
+    if not source.exists():
+        temporary = directory / f".{SOURCE.name}.{os.getpid()}"
+        temporary.write_bytes(SOURCE.read_bytes())
+        os.replace(temporary, source)
     if not any(directory.glob(f"{name}*.so")):
         print(f"rrnx: building the fused LSTM cell in {directory} (once per machine, about a minute)",
               file=sys.stderr, flush=True)
-    return load(name, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(directory), verbose=False)
+    return load(name, sources=[str(source)], extra_cflags=CFLAGS, build_directory=str(directory), verbose=False)
 
 
 def fused_cell(required: bool = False):
