@@ -69,7 +69,7 @@ class SideNetwork(nn.Module):
             y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
                                    per_sample_weights=weights)  # (R, E)
         else:
-            y = torch.zeros(len(batch.rows), self.embed_context.out_features)  # (R, E)
+            y = torch.zeros(len(batch.rows), self.embed_context.out_features, device=batch.rows.device)  # (R, E)
         # eq. (5), (R, E): + the context columns; the weight passed row-major so that its gradient is
         # features^T grad (3 x R x 40), not grad^T features, which MKL runs ~3x slower
         context = self.embed_context
@@ -87,7 +87,8 @@ class SideNetwork(nn.Module):
         first row), (R, D); or before each of the local `rows` (N,), (N, D), in one gather."""
         after = self.project(hidden)  # (R, D)
         table = torch.cat([after, self.project.bias[None]])  # (R + 1, D): the last row is the initial state
-        previous = torch.where(batch.position == 0, len(after), torch.arange(len(after)) - 1)  # (R,) same entity
+        previous = torch.where(batch.position == 0, len(after),
+                               torch.arange(len(after), device=after.device) - 1)  # (R,) same entity
         return take_rows(table, previous if rows is None else take_rows(previous, rows))
 
 
@@ -214,10 +215,24 @@ class RRN(RRNStates, RatingModel):
         if (data.n_users, data.n_items) != (self.hparams.n_users, self.hparams.n_items):
             raise RrnxError(f"the data has {data.n_users:,} users and {data.n_items:,} items; this RRN was "
                             f"trained on {self.hparams.n_users:,} and {self.hparams.n_items:,}")
-        self._data, self._sides = data, training_sides(data)
+        self._data = data
+        self._sides = {side: seqs.to(self.mean_offset.device) for side, seqs in training_sides(data).items()}
         from rrnx.data.split import to_timestamp
         self._test_start = to_timestamp(data.hparams.test_start, "test_start")
         self._clear_states()
+
+    def _apply(self, fn, *args, **kwargs):
+        """Module.to / .cuda / .cpu: the attached sequences and any advanced states follow the weights
+        (Lightning moves the model to its accelerator after attach)."""
+        module = super()._apply(fn, *args, **kwargs)
+        device = self.mean_offset.device
+        if self._sides and self._sides["user"].offsets.device != device:
+            self._sides = {side: seqs.to(device) for side, seqs in self._sides.items()}
+            self._state_cache = {}
+            if self._advanced is not None:
+                self._advanced = {**self._advanced, "seqs": {s: q.to(device) for s, q in self._advanced["seqs"].items()},
+                                  "final": {s: f.to(device) for s, f in self._advanced["final"].items()}}
+        return module
 
     def use_pmf(self, pmf) -> None:
         """Pre-train the stationary factors from `pmf`, a trained PMF of the same data and dim (rrnx fit
@@ -265,10 +280,10 @@ class RRN(RRNStates, RatingModel):
             users, items = (entity, other) if side.side == "user" else (other, entity)
             with torch.no_grad():
                 value = value - self._stationary_score(users, items)  # (N,) departure from the static part
-            total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
+            total = torch.zeros(len(count), device=count.device).index_add_(0, batch.rating_row, value)
             mean = total / count / ((self.rating_range[1] - self.rating_range[0]) / 4).clamp(min=1e-6)
         else:
-            total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
+            total = torch.zeros(len(count), device=count.device).index_add_(0, batch.rating_row, value)
             mean = (total / count - self.train_mean) / self.rating_range.abs().max().clamp(min=1e-6)
         return torch.stack([mean, torch.log1p(count)], 1)
 
@@ -360,7 +375,8 @@ class RRN(RRNStates, RatingModel):
         own_dynamic = net.dynamic_before(batch, hidden, batch.rating_row)  # (N, D)
         other_dynamic = take_rows(other_before, take_rows(seqs.other_row, batch.ratings))  # (N, D)
         rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
-        per_entity = torch.zeros(len(entities)).index_add_(0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
+        per_entity = torch.zeros(len(entities), device=entities.device).index_add_(
+            0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
         n = len(batch.ratings)
         scale = n / per_entity  # SGD step = each entity's mean gradient
         own = self._factors(side)(entities)  # (B, k)
