@@ -10,6 +10,7 @@ import sys
 
 import rrnx.commands
 from rrnx.errors import RrnxError
+from rrnx.threads import prefer_passive_waits
 
 # Commands that take recipe overrides (--section.key=value) after their own options.
 TAKES_OVERRIDES_ATTR = "TAKES_OVERRIDES"
@@ -39,6 +40,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    # idle OpenMP threads sleep instead of spinning (rrnx/threads.py); read once, when torch loads libgomp
+    prefer_passive_waits()
     parser, modules = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args, extra = parser.parse_known_args(argv)

@@ -72,3 +72,23 @@ def test_fit_with_num_threads_keeps_it_and_without_chooses(tmp_path, monkeypatch
     del unset["trainer"]["num_threads"]
     fit(unset, tmp_path / "chosen", quiet=True)
     assert started == [1]
+
+
+def test_the_cli_asks_for_passive_waits_before_torch_loads():
+    """libgomp reads OMP_WAIT_POLICY once, when `import torch` loads it: the rrnx command must set it
+    before any of its modules imports torch (a user's own setting wins)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys, rrnx.cli, os\n"
+             "parser, _ = rrnx.cli.build_parser()\n"
+             "assert 'torch' not in sys.modules, 'the CLI imports torch before main() runs'\n"
+             "rrnx.cli.main([])\n"
+             "print(os.environ['OMP_WAIT_POLICY'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "ACTIVE"
