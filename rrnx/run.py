@@ -307,11 +307,15 @@ def load_pmf_run(run_dir: Path, data: TemporalDataModule, dim: int):
     return pmf
 
 
-def test(run_dir: Path, quiet: bool = False, allow_data_change: bool = False) -> float:
-    """Re-evaluates a finished run's best checkpoint on its test half."""
+def test(run_dir: Path, quiet: bool = False, allow_data_change: bool = False, accelerator: str | None = None) -> float:
+    """Re-evaluates a finished run's best checkpoint on its test half, on `accelerator` (default: the
+    one the run's recipe trained on). The checkpoint loads on the CPU, as anywhere (a GPU run's
+    checkpoint loads on a laptop); the trainer moves the model to its accelerator."""
     quiet_lightning()
     recipe, metrics, data, model = load_trained(run_dir, allow_data_change)
-    trainer = L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=not quiet,
+    accelerator = accelerator or recipe["trainer"].get("accelerator", TRAINER_DEFAULTS["accelerator"])
+    check_trainer({"accelerator": accelerator, "devices": 1})
+    trainer = L.Trainer(logger=False, accelerator=accelerator, devices=1, enable_progress_bar=not quiet,
                         enable_model_summary=False)
     rmse = evaluate_model(trainer, model, data)
     if not quiet:
