@@ -66,3 +66,21 @@ def test_update_refuses_a_static_model(tmp_path, capsys):
     tiny_ratings().to_csv(tmp_path / "new.csv", index=False)
     assert main(["update", str(tmp_path / "pmf"), str(tmp_path / "new.csv")]) == 2
     assert "only RRN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset, steps", [("netflix-full", ("2mo", "2mo")), ("netflix-6m", ("1d", "7d"))])
+def test_bench_time_steps_default_per_preset(monkeypatch, preset, steps):
+    """The paper trains full Netflix with 2-month steps on both sides, the 6-month set with Table 3's best."""
+    import rrnx.bench
+    from rrnx.errors import RrnxError
+
+    seen = []
+
+    def record(preset, epochs, threads, user_granularity, item_granularity, **_):
+        seen.append((user_granularity, item_granularity))
+        raise RrnxError("recorded")  # stop before any data is generated
+
+    monkeypatch.setattr(rrnx.bench, "run_bench", record)
+    assert main(["bench", "--preset", preset]) == 2
+    assert main(["bench", "--preset", preset, "--user-granularity", "14d"]) == 2
+    assert seen == [steps, ("14d", steps[1])]
