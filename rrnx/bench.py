@@ -3,9 +3,10 @@ is from the floor set by the floating-point work an epoch must do.
 
 Data: rrnx's synthetic generator at a Table 1 preset (netflix-6m: 311k users, 17.7k items,
 13.7M training ratings over 183 days), bucketed at 1 day (users) / 7 days (items) as in Table 3's
-best row. Figures: data preparation (generation, split, bucketing), the user phase, the item phase
-and evaluation of each epoch, peak resident memory, and an analytic count of an epoch's FLOPs next
-to this machine's measured matmul rate.
+best row (netflix-full: 2 months both sides, the paper's). Figures: data preparation (generation,
+split, bucketing), the user phase, the item phase and evaluation of each epoch, peak resident memory,
+an analytic count of an epoch's FLOPs next to this machine's measured matmul rate (the FLOP floor),
+and the bytes of the per-rating row gathers next to a measured gather rate (the memory floor).
 """
 
 from __future__ import annotations
@@ -79,6 +80,35 @@ def epoch_flops(shapes: Shapes, hp) -> dict:
             "epoch": user_phase + item_phase + evaluation}
 
 
+def epoch_gather_bytes(shapes: Shapes, hp) -> dict:
+    """Bytes the per-rating gathers of one epoch must move, counting each gathered row once (read) and
+    each scattered gradient row once: per rating of a side's forward, its row of the EmbeddingBag
+    (E floats) with its index and weight (12 bytes); with gradients, that row's gradient again; the
+    eq. (7) dot products: both sides' states (D floats) and factors (k floats) and three indices
+    (24 bytes), with gradients the own side's state and factor rows again. The LSTM's rows are the
+    FLOP floor's, not counted here."""
+    E, D, k = 4 * hp.embed_dim + 12, 4 * hp.dynamic_dim, 4 * hp.dim
+    dot = 2 * D + 2 * k + 24
+    phase = shapes.ratings * (2 * E + E + dot + D + k)  # own side fwd + bwd, the other side's cache, the dots
+    evaluation = shapes.ratings * E + shapes.eval_ratings * dot
+    return {"user_phase": phase, "item_phase": phase, "eval": evaluation, "epoch": 2 * phase + evaluation}
+
+
+def gather_rate(hp, rows: int = 4_000_000, table_rows: int = 300_000, repeats: int = 5,
+                device: torch.device | str = "cpu") -> float:
+    """Measured bytes/s of a row gather shaped like the EmbeddingBag's: `rows` random rows of a
+    (table_rows, embed_dim) float32 table (the bytes of the gathered rows per second)."""
+    table = torch.randn(table_rows, hp.embed_dim, device=device)
+    index = torch.randint(0, table_rows, (rows,), device=device)
+    out = table.index_select(0, index)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.index_select(table, 0, index, out=out)
+    synchronize(device)
+    return out.numel() * 4 * repeats / (time.perf_counter() - start)
+
+
 def matmul_rate(hp, batch: int = 8192, repeats: int = 20, device: torch.device | str = "cpu") -> float:
     """Measured FLOP/s of a float32 matmul shaped like the LSTM's gate product, on `device`."""
     x = torch.randn(batch, hp.embed_dim + hp.hidden, device=device)
@@ -141,12 +171,15 @@ def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None =
                     data.item_steps.n_active, len(data.split.val))
     flops = epoch_flops(shapes, model.hparams)
     rate = matmul_rate(model.hparams, device=model.device)
+    gathers = epoch_gather_bytes(shapes, model.hparams)
+    bandwidth = gather_rate(model.hparams, device=model.device)
     chosen = (policy.policy.history if policy else []) or [torch.get_num_threads()]
     used = (f"{chosen[0]} threads" if len(chosen) == 1 else "threads " + " -> ".join(map(str, chosen)))
     return {"preset": preset, "threads": used + (" (free cores)" if policy else ""),
             "granularity": f"{user_granularity}/{item_granularity}",
             "device": device_name(model.device), "lstm_kernel": resolved_kernel(model.hparams.lstm_kernel, model.device),
             "shapes": shapes.__dict__, "data": timings, "epochs": clock.epochs, "flops": flops,
+            "gather_bytes": gathers, "gather_bytes_per_s": bandwidth,
             "matmul_flops_per_s": rate, "peak_memory_gb": peak_memory_gb(), "hparams": dict(model.hparams)}
 
 
@@ -168,6 +201,7 @@ def resolved_kernel(kernel: str, device: torch.device) -> str:
 
 def format_report(result: dict) -> str:
     s, d, f, rate = result["shapes"], result["data"], result["flops"], result["matmul_flops_per_s"]
+    gathers, bandwidth = result["gather_bytes"], result["gather_bytes_per_s"]
     lines = [f"rrnx bench: RRN on synthetic {result['preset']}, granularity {result['granularity']} (user/item), "
              f"{result['threads']}, {result['device']}, LSTM {result['lstm_kernel']}",
              f"  data        {s['users']:,} users, {s['items']:,} items, {s['ratings']:,} train ratings, "
@@ -184,5 +218,8 @@ def format_report(result: dict) -> str:
               f"  machine     {rate / 1e9:,.1f} GFLOP/s measured float32 matmul (gate-shaped, {result['device']})",
               f"  floor       {floor['epoch']:.1f} s per epoch at that rate (user {floor['user_phase']:.1f} s, "
               f"item {floor['item_phase']:.1f} s, evaluation {floor['eval']:.1f} s)",
+              f"  gathers     {gathers['epoch'] / 1e9:,.1f} GB of per-rating rows per epoch at {bandwidth / 1e9:,.1f} GB/s "
+              f"measured (random {result['hparams']['embed_dim']}-float rows): memory floor "
+              f"{gathers['epoch'] / bandwidth:.1f} s",
               f"  peak memory {result['peak_memory_gb']:.2f} GiB resident"]
     return "\n".join(lines)

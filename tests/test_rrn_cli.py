@@ -22,7 +22,7 @@ def test_bench_small_prints_its_figures(capsys):
     assert main(["bench", "--preset", "small", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     for figure in ("generation", "bucketing", "user phase", "item phase", "evaluation", "GFLOP per epoch",
-                   "GFLOP/s measured", "peak memory"):
+                   "GFLOP/s measured", "memory floor", "peak memory"):
         assert figure in out, figure
 
 
