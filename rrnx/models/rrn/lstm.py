@@ -7,6 +7,11 @@ rows, the recurrence updates preallocated buffers in place, and backpropagation 
 writes each step's gate gradients into one (R, 4H) buffer, so the weight gradients are again
 single large matmuls. Gate order and parameters are nn.LSTM's (i, f, g, o), so an nn.LSTM module
 holds the weights and checkpoints stay interchangeable.
+
+Kernels (`packed_lstm(..., kernel)`, RRN's `lstm_kernel`): "torch" is PackedLSTMFunction below, in
+torch ops; "fused" is FusedPackedLSTMFunction, the same recurrence with the cell compiled
+(lstm_cell.cpp, built by fused.py): one pass over a step's gate block forward and one backward;
+"cudnn" is nn.LSTM on the PackedSequence (cuDNN on a GPU).
 """
 
 from __future__ import annotations
@@ -153,7 +158,7 @@ def _weight_gradients(ctx, d_gates, x, w_ih, states, sizes):
 LSTM_KERNELS = ("auto", "fused", "torch", "cudnn")
 
 
-def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor, kernel: str = "torch") -> torch.Tensor:
+def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
     """Hidden states of every packed row (R, H) of `data` (R, E), layer by layer with lstm's weights.
 
     kernel: "fused" the compiled cell (CPU; an error when it cannot be built), "torch" the pure-torch
