@@ -79,6 +79,22 @@ def test_a_failed_build_falls_back_to_the_torch_cell_with_one_warning_line(faile
         packed_lstm(lstm, x, sizes, "fused")
 
 
+def test_without_a_compiler_the_only_output_is_the_warning_line(tmp_path, monkeypatch, capfd):
+    saved = dict(fused._state)
+    fused.reset()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(fused.shutil, "which", lambda tool: None)
+    monkeypatch.delenv("CXX", raising=False)
+    try:
+        assert fused.fused_cell() is None
+    finally:
+        fused._state.clear()
+        fused._state.update(saved)
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert lines == ["warning: the fused LSTM cell could not be built (RuntimeError: no c++ and no ninja on PATH); "
+                     "using the pure-torch LSTM, 1.1-1.25x slower per epoch (docs/benchmarks.md)"]
+
+
 def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
     import os
     import time
@@ -86,6 +102,7 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path,
     import torch.utils.cpp_extension
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(fused.shutil, "which", lambda tool: f"/usr/bin/{tool}")  # a compiler, as far as _build asks
     seen = []
 
     def load(name, build_directory, **_):
@@ -107,6 +124,7 @@ def test_every_checkout_compiles_the_copy_in_the_build_folder(tmp_path, monkeypa
     import torch.utils.cpp_extension
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(fused.shutil, "which", lambda tool: f"/usr/bin/{tool}")
     compiled = []
     monkeypatch.setattr(torch.utils.cpp_extension, "load", lambda name, sources, **_: compiled.extend(sources))
     fused._build()

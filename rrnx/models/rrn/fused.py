@@ -13,8 +13,10 @@ share one build; two processes building at once are serialised by torch's lock f
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -25,6 +27,7 @@ import torch
 SOURCE = Path(__file__).with_name("lstm_cell.cpp")
 CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"]  # -fopenmp: at::parallel_for's pragmas;
 # the link names no OpenMP library, so they run on torch's own runtime and thread count
+MAX_REASON = 160  # characters of the build error in the warning line
 STALE_LOCK_S = 600  # a lock left by a build that was killed (SIGKILL) would make torch wait forever
 
 _lock = threading.Lock()
@@ -61,6 +64,10 @@ def build_name() -> str:
 def _build():
     from torch.utils.cpp_extension import load
 
+    compiler = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension runs
+    missing = [tool for tool in (compiler, "ninja") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(f"no {' and no '.join(missing)} on PATH")
     name = build_name()
     directory = extensions_root() / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -77,7 +84,14 @@ def _build():
     if not any(directory.glob(f"{name}*.so")):
         print(f"rrnx: building the fused LSTM cell in {directory} (once per machine, about a minute)",
               file=sys.stderr, flush=True)
-    return load(name, sources=[str(source)], extra_cflags=CFLAGS, build_directory=str(directory), verbose=False)
+    # torch logs its own multi-line warnings about an unexpected compiler; rrnx says one line when the build fails
+    torch_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = torch_logger.level
+    torch_logger.setLevel(logging.ERROR)
+    try:
+        return load(name, sources=[str(source)], extra_cflags=CFLAGS, build_directory=str(directory), verbose=False)
+    finally:
+        torch_logger.setLevel(level)
 
 
 def fused_cell(required: bool = False):
@@ -89,10 +103,13 @@ def fused_cell(required: bool = False):
                 _state["module"] = _build()
             except Exception as exc:  # no compiler, no ninja, a compile error, an unwritable cache folder
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if len(reason) > MAX_REASON:  # a failed compile's first line is the whole compiler command
+                    reason = reason[:MAX_REASON - 3] + "..."
                 _state.update(module=None, error=f"{type(exc).__name__}: {reason}")
                 if not required:
                     print(f"warning: the fused LSTM cell could not be built ({_state['error']}); using the "
-                          f"pure-torch LSTM, about 2x slower (docs/benchmarks.md)", file=sys.stderr, flush=True)
+                          f"pure-torch LSTM, 1.1-1.25x slower per epoch (docs/benchmarks.md)",
+                          file=sys.stderr, flush=True)
         module = _state["module"]
     if module is None and required:
         from rrnx.errors import RrnxError
