@@ -14,6 +14,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -21,7 +22,7 @@ from lightning.pytorch.callbacks import Callback
 
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import time_split
-from rrnx.data.synthetic import PRESET_SPLITS, generate_preset
+from rrnx.data.synthetic import PRESET_SPLITS, generate_preset, is_cached, load_synthetic
 from rrnx.models.rrn import RRN
 from rrnx.training import CpuThreads, fit_model
 
@@ -123,10 +124,18 @@ def matmul_rate(hp, batch: int = 8192, repeats: int = 20, device: torch.device |
     return 2 * batch * x.shape[1] * w.shape[1] / seconds
 
 
-def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int, say) -> tuple:
+def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int, say,
+            cache_dir: Path | None = None) -> tuple:
+    """The preset's data, split and bucketed, and the seconds each part took. With `cache_dir`, the
+    generated table is read from rrnx's synthetic-data cache when an earlier run wrote it (the same
+    table `rrnx fit` uses for format: synthetic), and written there otherwise."""
     timings = {}
     start = time.perf_counter()
-    table, _ = generate_preset(preset, seed=seed)
+    if cache_dir is None:
+        table, _ = generate_preset(preset, seed=seed)
+    else:
+        timings["generation_cached"] = is_cached({"preset": preset, "seed": seed}, cache_dir)
+        table, _ = load_synthetic({"preset": preset, "seed": seed}, cache_dir)
     timings["generation_s"] = time.perf_counter() - start
     say(f"generated {len(table):,} ratings ({preset}) in {timings['generation_s']:.1f} s")
     split_args = PRESET_SPLITS[preset]
@@ -149,7 +158,8 @@ def synchronize(device) -> None:
 
 def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None = None,
               user_granularity: str = "1d", item_granularity: str = "7d", seed: int = 0,
-              model_args: dict | None = None, accelerator: str = "auto", say=print) -> dict:
+              model_args: dict | None = None, accelerator: str = "auto", cache_dir: Path | None = None,
+              say=print) -> dict:
     from rrnx.loggers import quiet_lightning
 
     quiet_lightning()
@@ -159,7 +169,7 @@ def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None =
     else:
         policy = CpuThreads()
     torch.manual_seed(seed)
-    data, timings = prepare(preset, user_granularity, item_granularity, seed, say)
+    data, timings = prepare(preset, user_granularity, item_granularity, seed, say, cache_dir)
     model = RRN(data.n_users, data.n_items, **{"pretrain_epochs": 0, **(model_args or {})})
     model.set_data_stats(data.rating_range, data.rating_mean)
     clock = PhaseClock()
@@ -206,7 +216,8 @@ def format_report(result: dict) -> str:
              f"{result['threads']}, {result['device']}, LSTM {result['lstm_kernel']}",
              f"  data        {s['users']:,} users, {s['items']:,} items, {s['ratings']:,} train ratings, "
              f"{s['user_rows']:,} user steps, {s['item_rows']:,} item steps, {s['eval_ratings']:,} val ratings",
-             f"  prepare     generation {d['generation_s']:.1f} s, split {d['split_s']:.1f} s, "
+             f"  prepare     generation {d['generation_s']:.1f} s{' (read from the cache)' if d.get('generation_cached') else ''}, "
+             f"split {d['split_s']:.1f} s, "
              f"bucketing {d['bucketing_s']:.1f} s"]
     for i, e in enumerate(result["epochs"]):
         total = e["user_phase_s"] + e["item_phase_s"]

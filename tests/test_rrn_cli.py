@@ -84,3 +84,16 @@ def test_bench_time_steps_default_per_preset(monkeypatch, preset, steps):
     assert main(["bench", "--preset", preset]) == 2
     assert main(["bench", "--preset", preset, "--user-granularity", "14d"]) == 2
     assert seen == [steps, ("14d", steps[1])]
+
+
+@pytest.mark.slow
+def test_bench_reads_the_generated_data_from_the_cache_on_a_rerun(capsys):
+    """conftest gives each test its own $RRNX_CACHE: the first run generates, the second reads."""
+    runs = []
+    for args in ([], [], ["--no-cache"]):
+        assert main(["bench", "--preset", "small", "--threads", "1", *args]) == 0
+        runs.append([line for line in capsys.readouterr().out.splitlines() if "prepare" in line or "val RMSE" in line])
+    assert "read from the cache" not in runs[0][0] and "read from the cache" in runs[1][0]
+    assert "read from the cache" not in runs[2][0]
+    rmse = [run[1].split("val RMSE")[1] for run in runs]
+    assert rmse[0] == rmse[1] == rmse[2]

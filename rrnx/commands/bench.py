@@ -29,11 +29,15 @@ def add_arguments(parser) -> None:
                         help="Lightning accelerator: auto (a GPU when there is one), cpu, gpu (default auto)")
     parser.add_argument("--lstm-kernel", default="auto", choices=["auto", "fused", "torch", "cudnn"],
                         help="RRN's lstm_kernel (docs/rrn.md); default auto: the fused cell on the CPU, cuDNN on CUDA")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="generate the data even when rrnx's synthetic-data cache holds it ($RRNX_CACHE or "
+                             "~/.cache/rrnx; default: read it from there, or write it there for the next run)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
 
 def run(args, overrides) -> int:
     from rrnx.bench import format_report, run_bench
+    from rrnx.data.cache import default_cache_dir
     from rrnx.data.synthetic import PRESETS
     from rrnx.errors import RrnxError
 
@@ -46,7 +50,8 @@ def run(args, overrides) -> int:
     model_args["lstm_kernel"] = args.lstm_kernel
     user_step, item_step = PRESET_GRANULARITY.get(args.preset, ("1d", "7d"))
     result = run_bench(args.preset, args.epochs, args.threads, args.user_granularity or user_step,
-                       args.item_granularity or item_step, model_args=model_args, accelerator=args.accelerator)
+                       args.item_granularity or item_step, model_args=model_args, accelerator=args.accelerator,
+                       cache_dir=None if args.no_cache else default_cache_dir())
     print(format_report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
