@@ -3,9 +3,10 @@ is from the floor set by the floating-point work an epoch must do.
 
 Data: rrnx's synthetic generator at a Table 1 preset (netflix-6m: 311k users, 17.7k items,
 13.7M training ratings over 183 days), bucketed at 1 day (users) / 7 days (items) as in Table 3's
-best row. Figures: data preparation (generation, split, bucketing), the user phase, the item phase
-and evaluation of each epoch, peak resident memory, and an analytic count of an epoch's FLOPs next
-to this machine's measured matmul rate.
+best row (netflix-full: 2 months both sides, the paper's). Figures: data preparation (generation,
+split, bucketing), the user phase, the item phase and evaluation of each epoch, peak resident memory,
+an analytic count of an epoch's FLOPs next to this machine's measured matmul rate (the FLOP floor),
+and the bytes of the per-rating row gathers next to a measured gather rate (the memory floor).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,9 +22,9 @@ from lightning.pytorch.callbacks import Callback
 
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.split import time_split
-from rrnx.data.synthetic import PRESET_SPLITS, generate_preset
+from rrnx.data.synthetic import PRESET_SPLITS, generate_preset, is_cached, load_synthetic
 from rrnx.models.rrn import RRN
-from rrnx.training import fit_model
+from rrnx.training import CpuThreads, fit_model
 
 
 def peak_memory_gb() -> float:
@@ -79,22 +81,61 @@ def epoch_flops(shapes: Shapes, hp) -> dict:
             "epoch": user_phase + item_phase + evaluation}
 
 
-def matmul_rate(hp, batch: int = 8192, repeats: int = 20) -> float:
-    """Measured FLOP/s of a float32 matmul shaped like the LSTM's gate product."""
-    x = torch.randn(batch, hp.embed_dim + hp.hidden)
-    w = torch.randn(hp.embed_dim + hp.hidden, 4 * hp.hidden)
+def epoch_gather_bytes(shapes: Shapes, hp) -> dict:
+    """Bytes the per-rating gathers of one epoch must move, counting each gathered row once (read) and
+    each scattered gradient row once: per rating of a side's forward, its row of the EmbeddingBag
+    (E floats) with its index and weight (12 bytes); with gradients, that row's gradient again; the
+    eq. (7) dot products: both sides' states (D floats) and factors (k floats) and three indices
+    (24 bytes), with gradients the own side's state and factor rows again. The LSTM's rows are the
+    FLOP floor's, not counted here."""
+    E, D, k = 4 * hp.embed_dim + 12, 4 * hp.dynamic_dim, 4 * hp.dim
+    dot = 2 * D + 2 * k + 24
+    phase = shapes.ratings * (2 * E + E + dot + D + k)  # own side fwd + bwd, the other side's cache, the dots
+    evaluation = shapes.ratings * E + shapes.eval_ratings * dot
+    return {"user_phase": phase, "item_phase": phase, "eval": evaluation, "epoch": 2 * phase + evaluation}
+
+
+def gather_rate(hp, rows: int = 4_000_000, table_rows: int = 300_000, repeats: int = 5,
+                device: torch.device | str = "cpu") -> float:
+    """Measured bytes/s of a row gather shaped like the EmbeddingBag's: `rows` random rows of a
+    (table_rows, embed_dim) float32 table (the bytes of the gathered rows per second)."""
+    table = torch.randn(table_rows, hp.embed_dim, device=device)
+    index = torch.randint(0, table_rows, (rows,), device=device)
+    out = table.index_select(0, index)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.index_select(table, 0, index, out=out)
+    synchronize(device)
+    return out.numel() * 4 * repeats / (time.perf_counter() - start)
+
+
+def matmul_rate(hp, batch: int = 8192, repeats: int = 20, device: torch.device | str = "cpu") -> float:
+    """Measured FLOP/s of a float32 matmul shaped like the LSTM's gate product, on `device`."""
+    x = torch.randn(batch, hp.embed_dim + hp.hidden, device=device)
+    w = torch.randn(hp.embed_dim + hp.hidden, 4 * hp.hidden, device=device)
     torch.mm(x, w)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         torch.mm(x, w)
+    synchronize(device)
     seconds = (time.perf_counter() - start) / repeats
     return 2 * batch * x.shape[1] * w.shape[1] / seconds
 
 
-def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int, say) -> tuple:
+def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int, say,
+            cache_dir: Path | None = None) -> tuple:
+    """The preset's data, split and bucketed, and the seconds each part took. With `cache_dir`, the
+    generated table is read from rrnx's synthetic-data cache when an earlier run wrote it (the same
+    table `rrnx fit` uses for format: synthetic), and written there otherwise."""
     timings = {}
     start = time.perf_counter()
-    table, _ = generate_preset(preset, seed=seed)
+    if cache_dir is None:
+        table, _ = generate_preset(preset, seed=seed)
+    else:
+        timings["generation_cached"] = is_cached({"preset": preset, "seed": seed}, cache_dir)
+        table, _ = load_synthetic({"preset": preset, "seed": seed}, cache_dir)
     timings["generation_s"] = time.perf_counter() - start
     say(f"generated {len(table):,} ratings ({preset}) in {timings['generation_s']:.1f} s")
     split_args = PRESET_SPLITS[preset]
@@ -109,39 +150,74 @@ def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int
     return data, timings
 
 
+def synchronize(device) -> None:
+    """Wait for queued kernels (CUDA runs them asynchronously: a clock must not stop before they end)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None = None,
               user_granularity: str = "1d", item_granularity: str = "7d", seed: int = 0,
-              model_args: dict | None = None, say=print) -> dict:
+              model_args: dict | None = None, accelerator: str = "auto", cache_dir: Path | None = None,
+              say=print) -> dict:
     from rrnx.loggers import quiet_lightning
 
     quiet_lightning()
+    policy = None
     if threads:
         torch.set_num_threads(threads)
+    else:
+        policy = CpuThreads()
     torch.manual_seed(seed)
-    data, timings = prepare(preset, user_granularity, item_granularity, seed, say)
+    data, timings = prepare(preset, user_granularity, item_granularity, seed, say, cache_dir)
     model = RRN(data.n_users, data.n_items, **{"pretrain_epochs": 0, **(model_args or {})})
     model.set_data_stats(data.rating_range, data.rating_mean)
     clock = PhaseClock()
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
-                        callbacks=[clock])
+                        enable_model_summary=False, num_sanity_val_steps=0, accelerator=accelerator, devices=1,
+                        callbacks=[clock, *([policy] if policy else [])])
     fit_model(trainer, model, data)
     shapes = Shapes(data.n_users, data.n_items, len(data.split.train), data.user_steps.n_active,
                     data.item_steps.n_active, len(data.split.val))
     flops = epoch_flops(shapes, model.hparams)
-    rate = matmul_rate(model.hparams)
-    return {"preset": preset, "threads": torch.get_num_threads(), "granularity": f"{user_granularity}/{item_granularity}",
+    rate = matmul_rate(model.hparams, device=model.device)
+    gathers = epoch_gather_bytes(shapes, model.hparams)
+    bandwidth = gather_rate(model.hparams, device=model.device)
+    chosen = (policy.policy.history if policy else []) or [torch.get_num_threads()]
+    used = (f"{chosen[0]} threads" if len(chosen) == 1 else "threads " + " -> ".join(map(str, chosen)))
+    return {"preset": preset, "threads": used + (" (free cores)" if policy else ""),
+            "granularity": f"{user_granularity}/{item_granularity}",
+            "device": device_name(model.device), "lstm_kernel": resolved_kernel(model.hparams.lstm_kernel, model.device),
             "shapes": shapes.__dict__, "data": timings, "epochs": clock.epochs, "flops": flops,
+            "gather_bytes": gathers, "gather_bytes_per_s": bandwidth,
             "matmul_flops_per_s": rate, "peak_memory_gb": peak_memory_gb(), "hparams": dict(model.hparams)}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (cuda)"
+    return "cpu"
+
+
+def resolved_kernel(kernel: str, device: torch.device) -> str:
+    """What lstm_kernel ran: auto is cuDNN on CUDA, the fused cell on the CPU unless it failed to build."""
+    if kernel != "auto":
+        return kernel
+    if device.type == "cuda":
+        return "cudnn"
+    from rrnx.models.rrn.fused import fused_cell
+    return "fused" if fused_cell() is not None else "torch (fused cell unavailable)"
 
 
 def format_report(result: dict) -> str:
     s, d, f, rate = result["shapes"], result["data"], result["flops"], result["matmul_flops_per_s"]
+    gathers, bandwidth = result["gather_bytes"], result["gather_bytes_per_s"]
     lines = [f"rrnx bench: RRN on synthetic {result['preset']}, granularity {result['granularity']} (user/item), "
-             f"{result['threads']} threads",
+             f"{result['threads']}, {result['device']}, LSTM {result['lstm_kernel']}",
              f"  data        {s['users']:,} users, {s['items']:,} items, {s['ratings']:,} train ratings, "
              f"{s['user_rows']:,} user steps, {s['item_rows']:,} item steps, {s['eval_ratings']:,} val ratings",
-             f"  prepare     generation {d['generation_s']:.1f} s, split {d['split_s']:.1f} s, "
+             f"  prepare     generation {d['generation_s']:.1f} s{' (read from the cache)' if d.get('generation_cached') else ''}, "
+             f"split {d['split_s']:.1f} s, "
              f"bucketing {d['bucketing_s']:.1f} s"]
     for i, e in enumerate(result["epochs"]):
         total = e["user_phase_s"] + e["item_phase_s"]
@@ -150,8 +226,11 @@ def format_report(result: dict) -> str:
     floor = {k: v / rate for k, v in f.items()}
     lines += [f"  work        {f['epoch'] / 1e9:,.1f} GFLOP per epoch (user phase {f['user_phase'] / 1e9:,.1f}, "
               f"item phase {f['item_phase'] / 1e9:,.1f}, evaluation {f['eval'] / 1e9:,.1f})",
-              f"  machine     {rate / 1e9:,.1f} GFLOP/s measured float32 matmul (gate-shaped)",
+              f"  machine     {rate / 1e9:,.1f} GFLOP/s measured float32 matmul (gate-shaped, {result['device']})",
               f"  floor       {floor['epoch']:.1f} s per epoch at that rate (user {floor['user_phase']:.1f} s, "
               f"item {floor['item_phase']:.1f} s, evaluation {floor['eval']:.1f} s)",
+              f"  gathers     {gathers['epoch'] / 1e9:,.1f} GB of per-rating rows per epoch at {bandwidth / 1e9:,.1f} GB/s "
+              f"measured (random {result['hparams']['embed_dim']}-float rows): memory floor "
+              f"{gathers['epoch'] / bandwidth:.1f} s",
               f"  peak memory {result['peak_memory_gb']:.2f} GiB resident"]
     return "\n".join(lines)

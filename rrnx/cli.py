@@ -10,6 +10,7 @@ import sys
 
 import rrnx.commands
 from rrnx.errors import Interrupted, RrnxError
+from rrnx.threads import prefer_passive_waits
 
 # Commands that take recipe overrides (--section.key=value) after their own options.
 TAKES_OVERRIDES_ATTR = "TAKES_OVERRIDES"
@@ -60,6 +61,8 @@ def quiet_known_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_known_warnings()
+    # idle OpenMP threads sleep instead of spinning (rrnx/threads.py); read once, when torch loads libgomp
+    prefer_passive_waits()
     parser, modules = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):

@@ -35,7 +35,7 @@ from rrnx.models.pmf import PMF
 from rrnx.config import complete_recipe
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
-from rrnx.training import RngState, evaluate_model, fit_model, predict_model
+from rrnx.training import CpuThreads, RngState, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = RunDir.INCOMPLETE
 
@@ -266,6 +266,8 @@ def _train(run: RunDir, plan: Plan, resume: bool, say, callbacks: list, allow_da
         torch.set_num_threads(int(plan.num_threads))
         if plan.role.world_size > 1:  # else Lightning's launcher sets cores / processes, overriding it
             os.environ["OMP_NUM_THREADS"] = str(plan.num_threads)
+    elif plan.role.world_size == 1:  # one thread per core that other processes leave free, revisited in training
+        callbacks = [*callbacks, CpuThreads()]  # (under DDP, Lightning's launcher divides the cores)
     L.seed_everything(plan.seed, workers=True, verbose=False)
 
     data = build_datamodule(recipe)  # user errors in the data surface here, before any file is written
@@ -411,11 +413,15 @@ def load_pmf_run(run_dir: Path, data: TemporalDataModule, dim: int):
     return pmf
 
 
-def test(run_dir: Path, quiet: bool = False, allow_data_change: bool = False) -> float:
-    """Re-evaluates a finished run's best checkpoint on its test half."""
+def test(run_dir: Path, quiet: bool = False, allow_data_change: bool = False, accelerator: str | None = None) -> float:
+    """Re-evaluates a finished run's best checkpoint on its test half, on `accelerator` (default: the
+    one the run's recipe trained on). The checkpoint loads on the CPU, as anywhere (a GPU run's
+    checkpoint loads on a laptop); the trainer moves the model to its accelerator."""
     quiet_lightning()
     recipe, metrics, data, model = load_trained(run_dir, allow_data_change)
-    trainer = L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=not quiet,
+    accelerator = accelerator or recipe["trainer"].get("accelerator", TRAINER_DEFAULTS["accelerator"])
+    check_trainer({"accelerator": accelerator, "devices": 1})
+    trainer = L.Trainer(logger=False, accelerator=accelerator, devices=1, enable_progress_bar=not quiet,
                         enable_model_summary=False)
     rmse = evaluate_model(trainer, model, data)
     if not quiet:

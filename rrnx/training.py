@@ -9,8 +9,9 @@ TemporalDataModule) knows no trainer and no model; a model never reaches for the
 a checkpoint they resume or evaluate is read with weights_only=True, as rrnx.checkpoints reads one.
 
 Process-wide concerns are the runner's too, the same for every model: the allocator tuning
-(`keep_freed_memory`, applied before training) and the RNG states in checkpoints (`RngState`), so
-that a resumed run draws what an uninterrupted one draws.
+(`keep_freed_memory`, applied before training), the CPU thread count (`CpuThreads`, rrnx.threads)
+and the RNG states in checkpoints (`RngState`), so that a resumed run draws what an uninterrupted
+one draws.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from rrnx.data.batches import Batches
 from rrnx.distributed import gather_predictions, role_of, shard
 from rrnx.models.base import TEST_RMSE
+from rrnx.threads import ThreadPolicy
 
 RNG_KEY = "rng"
 LEGACY_RNG_KEYS = ("rrn_rng",)  # RRN checkpoints kept the RNG states themselves before the runner did
@@ -42,6 +44,24 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, 2**31 - 1))  # M_MMAP_MAX, M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         return False
+
+
+class CpuThreads(Callback):
+    """Torch's thread count follows the cores other processes leave free (rrnx.threads.ThreadPolicy):
+    chosen when fitting starts, revisited at batch boundaries. Only on the CPU accelerator."""
+
+    def __init__(self) -> None:
+        self.policy = ThreadPolicy()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if pl_module.device.type == "cpu":
+            self.policy.start()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.policy.adjust()
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.policy.adjust()
 
 
 class RngState(Callback):

@@ -3,6 +3,8 @@
 Every test makes its own tiny data (a few hundred ratings) in tmp_path; each runs in seconds.
 """
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -333,7 +335,9 @@ def test_synthetic_recipe_end_to_end(tmp_path, capsys):
     assert "rrn: best epoch 0" in out and (tmp_path / "run" / "metrics.json").is_file()
 
 
-def test_packed_lstm_matches_torch_lstm_values_and_gradients():
+@pytest.mark.parametrize("kernel", ["torch", pytest.param("fused", marks=pytest.mark.skipif(
+    not (shutil.which("c++") and shutil.which("ninja")), reason="the fused LSTM cell needs a C++ compiler and ninja"))])
+def test_packed_lstm_matches_torch_lstm_values_and_gradients(kernel):
     from torch.nn.utils.rnn import pack_sequence
 
     from rrnx.models.rrn.lstm import packed_lstm
@@ -346,7 +350,7 @@ def test_packed_lstm_matches_torch_lstm_values_and_gradients():
         weights = torch.randn_like(reference.data)
         grads = torch.autograd.grad((reference.data * weights).sum(), [*lstm.parameters(), *seqs])
         packed = pack_sequence(seqs)
-        ours = packed_lstm(lstm, packed.data, packed.batch_sizes)
+        ours = packed_lstm(lstm, packed.data, packed.batch_sizes, kernel)
         ours_grads = torch.autograd.grad((ours * weights).sum(), [*lstm.parameters(), *seqs])
         assert torch.allclose(ours, reference.data, atol=1e-6)
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, ours_grads))

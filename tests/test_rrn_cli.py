@@ -22,7 +22,7 @@ def test_bench_small_prints_its_figures(capsys):
     assert main(["bench", "--preset", "small", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     for figure in ("generation", "bucketing", "user phase", "item phase", "evaluation", "GFLOP per epoch",
-                   "GFLOP/s measured", "peak memory"):
+                   "GFLOP/s measured", "memory floor", "peak memory"):
         assert figure in out, figure
 
 
@@ -66,3 +66,34 @@ def test_update_refuses_a_static_model(tmp_path, capsys):
     tiny_ratings().to_csv(tmp_path / "new.csv", index=False)
     assert main(["update", str(tmp_path / "pmf"), str(tmp_path / "new.csv")]) == 2
     assert "only RRN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset, steps", [("netflix-full", ("2mo", "2mo")), ("netflix-6m", ("1d", "7d"))])
+def test_bench_time_steps_default_per_preset(monkeypatch, preset, steps):
+    """The paper trains full Netflix with 2-month steps on both sides, the 6-month set with Table 3's best."""
+    import rrnx.bench
+    from rrnx.errors import RrnxError
+
+    seen = []
+
+    def record(preset, epochs, threads, user_granularity, item_granularity, **_):
+        seen.append((user_granularity, item_granularity))
+        raise RrnxError("recorded")  # stop before any data is generated
+
+    monkeypatch.setattr(rrnx.bench, "run_bench", record)
+    assert main(["bench", "--preset", preset]) == 2
+    assert main(["bench", "--preset", preset, "--user-granularity", "14d"]) == 2
+    assert seen == [steps, ("14d", steps[1])]
+
+
+@pytest.mark.slow
+def test_bench_reads_the_generated_data_from_the_cache_on_a_rerun(capsys):
+    """conftest gives each test its own $RRNX_CACHE: the first run generates, the second reads."""
+    runs = []
+    for args in ([], [], ["--no-cache"]):
+        assert main(["bench", "--preset", "small", "--threads", "1", *args]) == 0
+        runs.append([line for line in capsys.readouterr().out.splitlines() if "prepare" in line or "val RMSE" in line])
+    assert "read from the cache" not in runs[0][0] and "read from the cache" in runs[1][0]
+    assert "read from the cache" not in runs[2][0]
+    rmse = [run[1].split("val RMSE")[1] for run in runs]
+    assert rmse[0] == rmse[1] == rmse[2]

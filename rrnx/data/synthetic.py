@@ -485,6 +485,13 @@ def _cache_key(params: dict) -> tuple[str, dict]:
     return hashlib.sha256(canonical.encode()).hexdigest(), {**full, **kwargs}
 
 
+def is_cached(params: dict, cache_dir) -> bool:
+    """Whether load_synthetic(params, cache_dir) would read the table instead of generating it."""
+    key, _ = _cache_key(params)
+    return (Path(cache_dir) / f"synthetic-{key}.parquet").exists() and (
+        Path(cache_dir) / f"synthetic-{key}.truth.json").exists()
+
+
 def load_synthetic(params: dict, cache_dir) -> tuple[pd.DataFrame, dict]:
     """Generate (or read from cache) the dataset for params: {"preset": name, ...overrides} or generate() kwargs.
 

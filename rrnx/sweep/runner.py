@@ -183,6 +183,8 @@ def run_worker(job: Job) -> None:
     if job.threads:
         import torch
         torch.set_num_threads(job.threads)
+        # each trial's fit keeps this worker's share instead of choosing from the free cores (rrnx.threads)
+        job.sweep.base_recipe["trainer"]["num_threads"] = job.threads
     study = load_study(job)
     objective, failures, waiting = TrialObjective(job), 0, False
     while job.deadline is None or time.time() < job.deadline:

@@ -7,12 +7,19 @@ rows, the recurrence updates preallocated buffers in place, and backpropagation 
 writes each step's gate gradients into one (R, 4H) buffer, so the weight gradients are again
 single large matmuls. Gate order and parameters are nn.LSTM's (i, f, g, o), so an nn.LSTM module
 holds the weights and checkpoints stay interchangeable.
+
+Kernels (`packed_lstm(..., kernel)`, RRN's `lstm_kernel`): "torch" is PackedLSTMFunction below, in
+torch ops; "fused" is FusedPackedLSTMFunction, the same recurrence with the cell compiled
+(lstm_cell.cpp, built by fused.py): one pass over a step's gate block forward and one backward;
+"cudnn" is nn.LSTM on the PackedSequence (cuDNN on a GPU).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from rrnx.models.rrn.fused import fused_cell
 
 
 class PackedLSTMFunction(torch.autograd.Function):
@@ -32,12 +39,13 @@ class PackedLSTMFunction(torch.autograd.Function):
         grad = any(ctx.needs_input_grad[:4])
         # (R, 4H): eqs. (1)-(2)'s input part for all steps at once; becomes the activated i, f, o, g in place
         gates = torch.addmm(bias, x, w_ih.t())
-        cells = torch.empty(n_rows, hidden)  # c_t, eq. (3)
-        states = torch.empty(n_rows, hidden)  # h_t, eq. (4)
-        tanh_c = torch.empty(sizes[0] if sizes else 0, hidden)
+        like = {"dtype": x.dtype, "device": x.device}
+        cells = torch.empty(n_rows, hidden, **like)  # c_t, eq. (3)
+        states = torch.empty(n_rows, hidden, **like)  # h_t, eq. (4)
+        tanh_c = torch.empty(sizes[0] if sizes else 0, hidden, **like)
         if grad:  # d_gates = [dc, dc, dh, dc] * factor, dc = dh * dc_factor + dc_{t+1} f_{t+1}
             factor = torch.empty_like(gates)
-            dc_factor = torch.empty(n_rows, hidden)
+            dc_factor = torch.empty(n_rows, hidden, **like)
         w_t, offset, h, c = w_hh.t(), 0, None, None
         for size in sizes:
             rows = slice(offset, offset + size)
@@ -78,12 +86,12 @@ class PackedLSTMFunction(torch.autograd.Function):
     def backward(ctx, d_states: torch.Tensor):
         x, w_ih, w_hh, gates, d_gates, dc_factor, states = ctx.saved_tensors  # d_gates: the factors, filled in place
         sizes, hidden = ctx.sizes, w_hh.shape[1]
-        n_rows, first = gates.shape[0], (sizes[0] if sizes else 0)
+        first = sizes[0] if sizes else 0
         starts = [0]
         for size in sizes[:-1]:
             starts.append(starts[-1] + size)
-        dh_next = torch.zeros(first, hidden)
-        dc_next = torch.zeros(first, hidden)
+        dh_next = torch.zeros(first, hidden, dtype=x.dtype, device=x.device)
+        dc_next = torch.zeros(first, hidden, dtype=x.dtype, device=x.device)
         d_states = d_states.contiguous()
         for t in range(len(sizes) - 1, -1, -1):
             size, rows = sizes[t], slice(starts[t], starts[t] + sizes[t])
@@ -96,36 +104,94 @@ class PackedLSTMFunction(torch.autograd.Function):
             if t > 0:
                 torch.mul(dc, gates[rows, hidden: 2 * hidden], out=dc_next[:size])
                 torch.mm(dg, w_hh, out=dh_next[:size])
-        # h_{t-1} of every row past step 0, by index arithmetic (rows of step 0 have h_0 = 0)
-        shift = torch.repeat_interleave(torch.as_tensor(sizes[:-1], dtype=torch.int64),
-                                        torch.as_tensor(sizes[1:], dtype=torch.int64), output_size=n_rows - first)
-        previous_states = states[torch.arange(first, n_rows) - shift]  # (R - first, H)
-        d_w_hh = d_gates[first:].t() @ previous_states  # (4H, H), one matmul over all rows
-        needs = ctx.needs_input_grad
-        d_x = d_gates @ w_ih if needs[0] else None  # (R, E)
-        d_w_ih = d_gates.t() @ x if needs[1] else None  # (4H, E)
-        d_bias = d_gates.sum(0) if needs[2] else None  # (4H,)
-        return d_x, d_w_ih, d_bias, d_w_hh, None
+        return (*_weight_gradients(ctx, d_gates, x, w_ih, states, sizes), None)
 
 
-def _gate_order(hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _gate_order(hidden: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """nn.LSTM's (i, f, g, o) rows -> (i, f, o, g), the three sigmoid gates side by side, and the row
     scale (2 on the g rows) PackedLSTMFunction expects."""
     order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden),
-                       torch.arange(2 * hidden, 3 * hidden)])
-    scale = torch.ones(4 * hidden, 1)
+                       torch.arange(2 * hidden, 3 * hidden)]).to(device)
+    scale = torch.ones(4 * hidden, 1, device=device)
     scale[3 * hidden:] = 2
     return order, scale
 
 
-def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor) -> torch.Tensor:
-    """Hidden states of every packed row (R, H) of `data` (R, E), layer by layer with lstm's weights."""
-    sizes = batch_sizes.tolist()
-    order, scale = _gate_order(lstm.hidden_size)
+class FusedPackedLSTMFunction(torch.autograd.Function):
+    """PackedLSTMFunction's computation with the cell fused (lstm_cell.cpp): one pass over each step's
+    gate block in the forward and one in the backward, in nn.LSTM's gate order (i, f, g, o); inputs
+    x (R, E), w_ih (4H, E), bias (4H,) (b_ih + b_hh), w_hh (4H, H), batch_sizes (T,) CPU int64."""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, bias, w_hh, batch_sizes, cell):
+        grad = any(ctx.needs_input_grad[:4])
+        states, factors, forget, dc_factor = cell.forward(x.contiguous(), w_ih, bias, w_hh, batch_sizes, grad)
+        ctx.cell = cell
+        if grad:
+            ctx.save_for_backward(x, w_ih, w_hh, batch_sizes, factors, forget, dc_factor, states)
+        return states  # (R, H)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_states):
+        x, w_ih, w_hh, batch_sizes, factors, forget, dc_factor, states = ctx.saved_tensors
+        d_gates = ctx.cell.backward(d_states, factors, forget, dc_factor, w_hh, batch_sizes)  # (R, 4H)
+        return (*_weight_gradients(ctx, d_gates, x, w_ih, states, batch_sizes.tolist()), None, None)
+
+
+def _weight_gradients(ctx, d_gates, x, w_ih, states, sizes):
+    """d_x, d_w_ih, d_bias, d_w_hh from the gate gradients of every row, each one matmul over all rows."""
+    n_rows, first = d_gates.shape[0], (sizes[0] if sizes else 0)
+    # h_{t-1} of every row past step 0, by index arithmetic (rows of step 0 have h_0 = 0)
+    shift = torch.repeat_interleave(torch.as_tensor(sizes[:-1], dtype=torch.int64, device=x.device),
+                                    torch.as_tensor(sizes[1:], dtype=torch.int64, device=x.device),
+                                    output_size=n_rows - first)
+    previous_states = states.index_select(0, torch.arange(first, n_rows, device=x.device) - shift)  # (R - first, H)
+    d_w_hh = d_gates[first:].t() @ previous_states  # (4H, H)
+    needs = ctx.needs_input_grad
+    d_x = d_gates @ w_ih if needs[0] else None  # (R, E)
+    d_w_ih = d_gates.t() @ x if needs[1] else None  # (4H, E)
+    d_bias = d_gates.sum(0) if needs[2] else None  # (4H,)
+    return d_x, d_w_ih, d_bias, d_w_hh
+
+
+LSTM_KERNELS = ("auto", "fused", "torch", "cudnn")
+
+
+def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
+    """Hidden states of every packed row (R, H) of `data` (R, E), layer by layer with lstm's weights.
+
+    kernel: "fused" the compiled cell (CPU; an error when it cannot be built), "torch" the pure-torch
+    PackedLSTMFunction, "cudnn" nn.LSTM itself on the PackedSequence (cuDNN's packed LSTM on a GPU;
+    on the CPU its per-step slicing is quadratic in the length), "auto" cuDNN on CUDA and the fused
+    cell on the CPU, falling back to "torch" with one warning line where it cannot be built."""
+    if kernel == "auto":
+        kernel = "cudnn" if data.is_cuda else "fused"
+        cell = fused_cell(required=False) if kernel == "fused" else None
+        if kernel == "fused" and cell is None:
+            kernel = "torch"
+    elif kernel == "fused":
+        if data.is_cuda:
+            raise ValueError("lstm_kernel 'fused' is the CPU cell; on CUDA use auto, cudnn or torch")
+        cell = fused_cell(required=True)
+    if kernel == "cudnn":
+        packed = nn.utils.rnn.PackedSequence(data, batch_sizes.cpu())
+        return lstm(packed)[0].data
+    sizes = batch_sizes.cpu()
     out = data
+    if kernel == "fused":
+        for layer in range(lstm.num_layers):
+            w_ih, w_hh, bias = _layer_weights(lstm, layer)
+            out = FusedPackedLSTMFunction.apply(out, w_ih, bias, w_hh, sizes, cell)
+        return out
+    order, scale = _gate_order(lstm.hidden_size, data.device)
     for layer in range(lstm.num_layers):
-        w_ih = getattr(lstm, f"weight_ih_l{layer}")[order] * scale
-        w_hh = getattr(lstm, f"weight_hh_l{layer}")[order] * scale
-        bias = (getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))[order] * scale[:, 0]
-        out = PackedLSTMFunction.apply(out, w_ih, bias, w_hh, sizes)
+        w_ih, w_hh, bias = _layer_weights(lstm, layer)
+        out = PackedLSTMFunction.apply(out, w_ih[order] * scale, bias[order] * scale[:, 0], w_hh[order] * scale,
+                                       sizes.tolist())
     return out
+
+
+def _layer_weights(lstm: nn.LSTM, layer: int):
+    bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+    return getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}"), bias

@@ -25,7 +25,7 @@ from torch import nn
 from rrnx.distributed import all_reduce_sum_, broadcast_from_rank0_
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-from rrnx.models.rrn.lstm import packed_lstm
+from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm
 from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, gather, length_sorted_batches, pack,
                                        permute_rows, take_rows, training_sides)
 from rrnx.models.rrn.states import RRNStates
@@ -43,8 +43,9 @@ class SideNetwork(nn.Module):
 
     def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
                  context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True,
-                 forget_bias: float = 0.0):
+                 forget_bias: float = 0.0, lstm_kernel: str = "auto"):
         super().__init__()
+        self.lstm_kernel = lstm_kernel  # how eq. (6) runs (lstm.py's packed_lstm); the weights are nn.LSTM's
         # W_embed's x_t columns (None: the LSTM reads only the context columns)
         self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
         # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
@@ -70,7 +71,7 @@ class SideNetwork(nn.Module):
             y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
                                    per_sample_weights=weights)  # (R, E)
         else:
-            y = torch.zeros(len(batch.rows), self.embed_context.out_features)  # (R, E)
+            y = torch.zeros(len(batch.rows), self.embed_context.out_features, device=batch.rows.device)  # (R, E)
         # eq. (5), (R, E): + the context columns; the weight passed row-major so that its gradient is
         # features^T grad (3 x R x 40), not grad^T features, which MKL runs ~3x slower
         context = self.embed_context
@@ -80,7 +81,7 @@ class SideNetwork(nn.Module):
         y = torch.addmm(y, features, context.weight.t().contiguous()).add_(context.bias)
         packing = pack(batch)
         y = permute_rows(y, packing.unpacked, packing.packed_position)  # (R, E) time-major
-        hidden = packed_lstm(self.lstm, y, packing.batch_sizes)  # eq. (6), (R, H) time-major
+        hidden = packed_lstm(self.lstm, y, packing.batch_sizes, self.lstm_kernel)  # eq. (6), (R, H) time-major
         return permute_rows(hidden, packing.packed_position, packing.unpacked)  # (R, H) entity-major
 
     def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,7 +89,8 @@ class SideNetwork(nn.Module):
         first row), (R, D); or before each of the local `rows` (N,), (N, D), in one gather."""
         after = self.project(hidden)  # (R, D)
         table = torch.cat([after, self.project.bias[None]])  # (R + 1, D): the last row is the initial state
-        previous = torch.where(batch.position == 0, len(after), torch.arange(len(after)) - 1)  # (R,) same entity
+        previous = torch.where(batch.position == 0, len(after),
+                               torch.arange(len(after), device=after.device) - 1)  # (R,) same entity
         return take_rows(table, previous if rows is None else take_rows(previous, rows))
 
 
@@ -141,6 +143,10 @@ class RRN(RRNStates, RatingModel):
             beat it on validation (RRN is then never worse on validation than its own static model).
         pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
             epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
+        lstm_kernel: how the LSTMs run, same values and gradients (docs/rrn.md): "auto" (the fused C++
+            cell on the CPU, built at first use, or the pure-torch one with a warning where it cannot be
+            built; cuDNN's packed LSTM on CUDA), "fused", "torch" (the pure-torch cell), "cudnn" (nn.LSTM
+            on the PackedSequence; on the CPU quadratic in the sequence length).
     """
 
     # under DDP each rank trains its part of each phase's entities and the gradients are exchanged by
@@ -165,7 +171,7 @@ class RRN(RRNStates, RatingModel):
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, step_stats: bool | Literal["mean", "residual"] = False, dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
-                 forget_bias: float = 0.0, bias_reg: float | None = None):
+                 forget_bias: float = 0.0, bias_reg: float | None = None, lstm_kernel: str = "auto"):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -173,13 +179,15 @@ class RRN(RRNStates, RatingModel):
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
         if step_stats not in STEP_STATS:
             raise ValueError(f"step_stats must be one of false, true, mean, residual; got {step_stats!r}")
+        if lstm_kernel not in LSTM_KERNELS:
+            raise ValueError(f"lstm_kernel must be one of {', '.join(LSTM_KERNELS)}, got {lstm_kernel!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         context_dim = 5 if step_stats else 3
         self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding, forget_bias)
+                                    rating_embedding, forget_bias, lstm_kernel)
         self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding, forget_bias)
+                                    rating_embedding, forget_bias, lstm_kernel)
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
         nn.init.normal_(self.user_factors.weight, std=init_std)
@@ -220,10 +228,24 @@ class RRN(RRNStates, RatingModel):
         if (data.n_users, data.n_items) != (self.hparams.n_users, self.hparams.n_items):
             raise RrnxError(f"the data has {data.n_users:,} users and {data.n_items:,} items; this RRN was "
                             f"trained on {self.hparams.n_users:,} and {self.hparams.n_items:,}")
-        self._data, self._sides = data, training_sides(data)
+        self._data = data
+        self._sides = {side: seqs.to(self.mean_offset.device) for side, seqs in training_sides(data).items()}
         from rrnx.data.split import to_timestamp
         self._test_start = to_timestamp(data.hparams.test_start, "test_start")
         self._clear_states()
+
+    def _apply(self, fn, *args, **kwargs):
+        """Module.to / .cuda / .cpu: the attached sequences and any advanced states follow the weights
+        (Lightning moves the model to its accelerator after attach)."""
+        module = super()._apply(fn, *args, **kwargs)
+        device = self.mean_offset.device
+        if self._sides and self._sides["user"].offsets.device != device:
+            self._sides = {side: seqs.to(device) for side, seqs in self._sides.items()}
+            self._state_cache = {}
+            if self._advanced is not None:
+                self._advanced = {**self._advanced, "seqs": {s: q.to(device) for s, q in self._advanced["seqs"].items()},
+                                  "final": {s: f.to(device) for s, f in self._advanced["final"].items()}}
+        return module
 
     def use_pmf(self, pmf) -> None:
         """Pre-train the stationary factors from `pmf`, a trained PMF of the same data and dim (rrnx fit
@@ -271,10 +293,10 @@ class RRN(RRNStates, RatingModel):
             users, items = (entity, other) if side.side == "user" else (other, entity)
             with torch.no_grad():
                 value = value - self._stationary_score(users, items)  # (N,) departure from the static part
-            total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
+            total = torch.zeros(len(count), device=count.device).index_add_(0, batch.rating_row, value)
             mean = total / count / ((self.rating_range[1] - self.rating_range[0]) / 4).clamp(min=1e-6)
         else:
-            total = torch.zeros(len(count)).index_add_(0, batch.rating_row, value)
+            total = torch.zeros(len(count), device=count.device).index_add_(0, batch.rating_row, value)
             mean = (total / count - self.train_mean) / self.rating_range.abs().max().clamp(min=1e-6)
         return torch.stack([mean, torch.log1p(count)], 1)
 
@@ -412,7 +434,8 @@ class RRN(RRNStates, RatingModel):
         own_dynamic = net.dynamic_before(batch, hidden, batch.rating_row)  # (N, D)
         other_dynamic = take_rows(other_before, take_rows(seqs.other_row, batch.ratings))  # (N, D)
         rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
-        per_entity = torch.zeros(len(entities)).index_add_(0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
+        per_entity = torch.zeros(len(entities), device=entities.device).index_add_(
+            0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
         n = len(batch.ratings) if n_ratings is None else n_ratings
         scale = n / per_entity  # SGD step = each entity's mean gradient
         own = self._factors(side)(entities)  # (B, k)

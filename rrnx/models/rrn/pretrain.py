@@ -67,8 +67,11 @@ def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int 
         offset = model.mean_offset + initial[0]
     if bias_reg is not None:  # ratings per user and per item: each rating carries bias_reg / its count
         train = data.split.train
-        user_count = torch.bincount(torch.as_tensor(train["user_idx"].to_numpy()), minlength=data.n_users).clamp(min=1)
-        item_count = torch.bincount(torch.as_tensor(train["item_idx"].to_numpy()), minlength=data.n_items).clamp(min=1)
+        device = model.mean_offset.device
+        user_count = torch.bincount(torch.as_tensor(train["user_idx"].to_numpy(), device=device),
+                                    minlength=data.n_users).clamp(min=1)
+        item_count = torch.bincount(torch.as_tensor(train["item_idx"].to_numpy(), device=device),
+                                    minlength=data.n_items).clamp(min=1)
 
     def loss(batch):
         users, items = batch["user"], batch["item"]
@@ -93,9 +96,10 @@ def fit_epochs(params: list, loss, predict, optimizer, data, epochs: int, patien
     validation RMSE has not improved for that many epochs and restore `params` (the trained ones)
     as they were after the best epoch."""
     loader = data.triples_loader("train", shuffle=True)
-    best, best_state, since = float("inf"), None, 0
+    best, best_state, since, device = float("inf"), None, 0, params[0].device
     for _ in range(epochs):
         for batch in loader:
+            batch = {key: value.to(device) for key, value in batch.items()}  # the loader's are on the CPU
             optimizer.zero_grad()
             loss(batch).backward()
             optimizer.step()
@@ -119,6 +123,7 @@ def fit_epochs(params: list, loss, predict, optimizer, data, epochs: int, patien
 def validation_rmse(predict, data, rating_range: torch.Tensor) -> float:
     total, count = 0.0, 0
     for batch in data.triples_loader("val"):
+        batch = {key: value.to(rating_range.device) for key, value in batch.items()}
         pred = predict(batch).clamp(rating_range[0], rating_range[1])
         total += float(((pred - batch["rating"]) ** 2).sum())
         count += len(pred)

@@ -9,7 +9,7 @@ and packed time-major for torch's LSTM (PackedSequence) by index arithmetic alon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,12 @@ class SideTensors:
 
     def tau_of_step(self, step: np.ndarray) -> np.ndarray:
         return standardized_tau(self.granularity, step, self.tau_mean, self.tau_std)
+
+    def to(self, device: torch.device) -> "SideTensors":
+        """These sequences with every tensor on `device` (the model's: a GPU run gathers there)."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
 
 
 def side_tensors(seq: StepSequences, other_row: np.ndarray | None = None) -> SideTensors:
@@ -115,13 +121,14 @@ def gather(side: SideTensors, entities: torch.Tensor) -> RowBatch:
     starts = side.offsets[entities]
     lengths = side.offsets[entities + 1] - starts  # (B,)
     rows = ranges(starts, lengths)  # (R,)
-    row_entity = torch.repeat_interleave(torch.arange(len(entities)), lengths, output_size=len(rows))
-    position = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths,
-                                                                 output_size=len(rows))
+    device = entities.device
+    row_entity = torch.repeat_interleave(torch.arange(len(entities), device=device), lengths, output_size=len(rows))
+    position = torch.arange(len(rows), device=device) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths,
+                                                                                lengths, output_size=len(rows))
     r_starts = side.rating_offsets[rows]
     r_lengths = side.rating_offsets[rows + 1] - r_starts  # (R,)
     ratings = ranges(r_starts, r_lengths)  # (N,)
-    rating_row = torch.repeat_interleave(torch.arange(len(rows)), r_lengths, output_size=len(ratings))
+    rating_row = torch.repeat_interleave(torch.arange(len(rows), device=device), r_lengths, output_size=len(ratings))
     bag_offsets = torch.cumsum(r_lengths, 0) - r_lengths
     return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row, bag_offsets, r_lengths)
 
@@ -132,7 +139,7 @@ class Packing:
 
     packed_position: torch.Tensor  # (R,) index of local row r in PackedSequence.data
     unpacked: torch.Tensor  # (R,) local row at each packed index (inverse permutation)
-    batch_sizes: torch.Tensor  # (T,) int64 on CPU, sequences alive at each time step
+    batch_sizes: torch.Tensor  # (T,) int64 on the batch's device, sequences alive at each time step
     sorted_entities: torch.Tensor  # (B,) local entities by decreasing length (the LSTM's batch order)
 
 
@@ -142,13 +149,13 @@ def pack(batch: RowBatch) -> Packing:
     lengths = batch.lengths
     order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order))
-    longest = int(lengths.max())
+    rank[order] = torch.arange(len(order), device=order.device)
+    longest = int(lengths.max())  # one host read per batch (the LSTM's step count), never per step
     alive = torch.bincount(lengths, minlength=longest + 1).flip(0).cumsum(0).flip(0)[1:]  # (T,) len > t
     first_of_step = torch.cumsum(alive, 0) - alive  # (T,)
     packed_position = first_of_step[batch.position] + rank[batch.row_entity]  # (R,)
     unpacked = torch.empty_like(packed_position)
-    unpacked[packed_position] = torch.arange(len(packed_position))
+    unpacked[packed_position] = torch.arange(len(packed_position), device=packed_position.device)
     return Packing(packed_position, unpacked, alive, order)
 
 
@@ -184,7 +191,7 @@ def permute_rows(rows: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor)
 def length_sorted_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> list:
     """Entity batches of similar sequence length (little LSTM work wasted on ragged tails), in random
     order when a generator is given; ties are broken at random so batches differ between epochs."""
-    n = len(lengths)
+    n, lengths = len(lengths), lengths.cpu()
     tiebreak = torch.rand(n, generator=generator) if generator is not None else torch.zeros(n)
     order = np.lexsort((tiebreak.numpy(), lengths.numpy()))  # by length, then random
     batches = list(torch.as_tensor(order).split(batch_size))

@@ -35,7 +35,8 @@ class RRNStates:
             net = self._net(side)
             lengths = seqs.lengths[entities]  # (K,)
             local_start = torch.cumsum(lengths, 0) - lengths  # (K,)
-            after = torch.empty(int(lengths.sum()), self._net(side).project.out_features)  # (R, D)
+            after = torch.empty(int(lengths.sum()), self._net(side).project.out_features,
+                                device=lengths.device)  # (R, D)
             for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
                 batch = gather(seqs, entities[chunk])
                 hidden = self._hidden(net, seqs, batch)  # (R_b, H)
@@ -48,10 +49,11 @@ class RRNStates:
         gathered, so the cache costs every rank its share, not the whole side."""
         share = process_group_share()
         if share.world_size == 1:
-            return self._states_after_rows(side, seqs, torch.arange(seqs.n_entities))[0]
-        wanted = torch.arange(share.world_size + 1) * seqs.n_active // share.world_size  # (W + 1,) row cuts
+            return self._states_after_rows(side, seqs, torch.arange(seqs.n_entities, device=seqs.offsets.device))[0]
+        wanted = torch.arange(share.world_size + 1, device=seqs.offsets.device) * seqs.n_active // share.world_size
         cuts = torch.searchsorted(seqs.offsets, wanted).tolist()  # first entity at or after each cut
-        local, _ = self._states_after_rows(side, seqs, torch.arange(cuts[share.rank], cuts[share.rank + 1]))
+        local, _ = self._states_after_rows(side, seqs, torch.arange(cuts[share.rank], cuts[share.rank + 1],
+                                                                    device=seqs.offsets.device))
         with torch.inference_mode(False), torch.no_grad():
             return all_gather_rows(local, share.world_size)
 
@@ -97,12 +99,14 @@ class RRNStates:
 
     def _scores_at(self, users, items, timestamps) -> torch.Tensor:
         """predict_at's scores before clamping, (Q,); the model must be attached."""
-        users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64) for x in (users, items, timestamps))
+        # the queries' times are read on the host (step arithmetic in numpy); the ids index the states' device
+        users, items, timestamps = (torch.as_tensor(x, dtype=torch.int64).cpu() for x in (users, items, timestamps))
         self._refuse_later_fed("user", users, timestamps)
         self._refuse_later_fed("item", items, timestamps)
         user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
         item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
         user_rows, item_rows = user_table[user_index], item_table[item_index]  # (Q, D + k) each
+        users, items = users.to(user_rows.device), items.to(user_rows.device)
         if self.hparams.dynamic_bias:
             width = self.user_net.project.out_features
             pred = (self._dynamic_score(user_rows[:, :width], item_rows[:, :width])
@@ -117,19 +121,21 @@ class RRNStates:
         """Rows [dynamic state, stationary factors] of the entities queried (after each active step,
         then each one's initial state) and, per query, the row to use; no sort over the queries."""
         seqs = self._advanced["seqs"][side] if self._advanced is not None else self._sides[side]
-        present = torch.zeros(seqs.n_entities, dtype=torch.bool)
+        device = seqs.offsets.device
+        entities, timestamps = entities.to(device), timestamps.to(device)
+        present = torch.zeros(seqs.n_entities, dtype=torch.bool, device=device)
         present[entities] = True
         unique = torch.nonzero(present).squeeze(1)  # (K,)
         inverse = (torch.cumsum(present, 0) - 1)[entities]  # (Q,) position of each query's entity in unique
         after, local_start = self._states_after_rows(side, seqs, unique)  # (R, D), (K,)
         lengths = seqs.lengths[unique]
         row_step = seqs.step[ranges(seqs.offsets[unique], lengths)]  # (R,) entity-major, time order
-        query_step = torch.as_tensor(seqs.granularity.step_of(timestamps.numpy()))  # (Q,)
+        query_step = torch.as_tensor(seqs.granularity.step_of(timestamps.cpu().numpy()), device=device)  # (Q,)
         last_train_step = int(seqs.granularity.step_of(self._test_start - 1))
         query_step = torch.where(timestamps >= self._test_start, query_step.clamp(min=last_train_step + 1), query_step)
         low = int(min(row_step.min(), query_step.min()))
         span = int(max(row_step.max(), query_step.max())) - low + 1
-        row_key = torch.repeat_interleave(torch.arange(len(unique)), lengths) * span + (row_step - low)  # sorted
+        row_key = torch.repeat_interleave(torch.arange(len(unique), device=device), lengths) * span + (row_step - low)
         query_start = local_start[inverse]  # (Q,)
         before_count = torch.searchsorted(row_key, inverse * span + (query_step - low)) - query_start
         index = torch.where(before_count > 0, query_start + before_count - 1, len(after) + inverse)  # (Q,)
@@ -159,8 +165,8 @@ class RRNStates:
         finals, seqs = {"user": user_final, "item": item_final}, {}
         for side, column in (("user", "user_idx"), ("item", "item_idx")):
             n = self.hparams.n_users if side == "user" else self.hparams.n_items
-            seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n)
-            touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)))
+            seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n).to(self.mean_offset.device)
+            touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)), device=finals[side].device)
             if len(touched):
                 after, local_start = self._states_after_rows(side, seqs[side], touched)
                 finals[side][touched] = after[local_start + seqs[side].lengths[touched] - 1]

@@ -1,0 +1,189 @@
+// The LSTM of eqs. (1)-(4) over a time-major packed layout, the cell fused: rrnx/models/rrn/fused.py
+// builds this file with torch.utils.cpp_extension at first use.
+//
+// Per step, the recurrent product W_hh h_{t-1} stays one MKL matmul; everything after it (the four
+// gate nonlinearities, eq. (3)'s cell update, eq. (4)'s output and every factor of the gate gradients
+// that does not depend on the recurrence) is ONE pass over the step's (bs, 4H) gate block, OpenMP over
+// the rows (at::parallel_for: torch's own OpenMP runtime and thread count). The backward step is one
+// pass too, then one matmul. Gate order and parameters are nn.LSTM's (i, f, g, o).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <bit>
+#include <vector>
+
+namespace {
+
+// Rows per thread chunk: a (row, 4H) block with H = 40 is ~100 ns of work; smaller steps run on one thread.
+constexpr int64_t kGrainRows = 256;
+
+// e^x in float without a libm call, so that the row loops vectorise: Cephes's expf (2^n p(r),
+// |r| <= ln2 / 2, relative error ~1e-7), clamped to float's range. It vectorises only with
+// -fno-trapping-math (fused.py's flags): otherwise GCC keeps floor and the int conversion scalar.
+inline float exp_approx(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);  // a NaN stays NaN (fmin would drop it)
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float z = r * r;
+  float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r
+             + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);  // 2^n
+}
+
+inline float exp_of(float x) { return exp_approx(x); }
+inline double exp_of(double x) { return std::exp(x); }  // double: gradcheck's precision, not speed
+
+template <typename T>
+inline T sigmoid(T x) { return T(1) / (T(1) + exp_of(-x)); }
+
+template <typename T>
+inline T tanh_of(T x) { return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1); }  // = tanh x
+
+// One forward step over local rows [begin, end): gates (bs, 4H) hold the pre-activations; c_prev
+// (bs', H) the cells of step t-1 (FIRST: c_0 = 0). Writes c (cells), h (states) and, with GRAD,
+// turns the gate block into the factors d(gate pre-activation) / d(c or h) and writes f and
+// o (1 - tanh^2 c) = dh -> dc, so that the backward step is products only.
+template <typename T, bool FIRST, bool GRAD>
+void forward_rows(T* gates, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t begin, int64_t end,
+                  int64_t H) {
+  for (int64_t r = begin; r < end; ++r) {
+    T* g = gates + r * 4 * H;
+    const T* cp = FIRST ? nullptr : c_prev + r * H;
+    T* cr = c + r * H;
+    T* hr = h + r * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      T i = sigmoid(g[j]), f = sigmoid(g[H + j]), gg = tanh_of(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
+      T previous = FIRST ? T(0) : cp[j];
+      T cell = f * previous + i * gg;  // eq. (3)
+      T tc = tanh_of(cell);
+      cr[j] = cell;
+      hr[j] = o * tc;  // eq. (4)
+      if (GRAD) {
+        g[j] = i * (T(1) - i) * gg;            // dc -> d z_i
+        g[H + j] = f * (T(1) - f) * previous;  // dc -> d z_f
+        g[2 * H + j] = i * (T(1) - gg * gg);   // dc -> d z_g
+        g[3 * H + j] = o * (T(1) - o) * tc;    // dh -> d z_o
+        forget[r * H + j] = f;
+        dc_factor[r * H + j] = o * (T(1) - tc * tc);
+      }
+    }
+  }
+}
+
+template <typename T, bool FIRST, bool GRAD>
+void forward_step(T* gates, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t size, int64_t H) {
+  at::parallel_for(0, size, kGrainRows, [&](int64_t begin, int64_t end) {
+    forward_rows<T, FIRST, GRAD>(gates, c_prev, c, h, forget, dc_factor, begin, end, H);
+  });
+}
+
+// One backward step over local rows [begin, end): dh = dL/dh_t (its own rating gradient + the
+// recurrence's, dh_next), dc = dc_next + dh o (1 - tanh^2 c); the gate gradients are the saved
+// factors times dc (i, f, g) or dh (o); dc_next becomes dc f, for step t - 1.
+template <typename T>
+void backward_rows(const T* factors, const T* forget, const T* dc_factor, const T* d_states, const T* dh_next,
+                   T* dc_next, T* d_gates, int64_t begin, int64_t end, int64_t H) {
+  for (int64_t r = begin; r < end; ++r) {
+    const T* fac = factors + r * 4 * H;
+    T* dg = d_gates + r * 4 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      T dh = d_states[r * H + j] + dh_next[r * H + j];
+      T dc = dc_next[r * H + j] + dh * dc_factor[r * H + j];
+      dg[j] = fac[j] * dc;
+      dg[H + j] = fac[H + j] * dc;
+      dg[2 * H + j] = fac[2 * H + j] * dc;
+      dg[3 * H + j] = fac[3 * H + j] * dh;
+      dc_next[r * H + j] = dc * forget[r * H + j];
+    }
+  }
+}
+
+std::vector<int64_t> step_sizes(const torch::Tensor& batch_sizes) {
+  TORCH_CHECK(batch_sizes.device().is_cpu() && batch_sizes.scalar_type() == torch::kInt64,
+              "batch_sizes must be a CPU int64 tensor");
+  auto sizes = batch_sizes.contiguous();
+  return std::vector<int64_t>(sizes.data_ptr<int64_t>(), sizes.data_ptr<int64_t>() + sizes.numel());
+}
+
+// h_t of every packed row (R, H) and, with grad, what the backward needs: the gate factors (R, 4H),
+// f (R, H) and dh -> dc (R, H). x (R, E), w_ih (4H, E), bias (4H,) = b_ih + b_hh, w_hh (4H, H).
+std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& w_ih, const torch::Tensor& bias,
+                                   const torch::Tensor& w_hh, const torch::Tensor& batch_sizes, bool grad) {
+  TORCH_CHECK(x.device().is_cpu(), "the fused LSTM cell runs on the CPU");
+  const auto sizes = step_sizes(batch_sizes);
+  const int64_t n_rows = x.size(0), H = w_hh.size(1), first = sizes.empty() ? 0 : sizes[0];
+  auto gates = at::addmm(bias, x, w_ih.t()).contiguous();  // (R, 4H): eqs. (1)-(2)'s input part, all steps
+  auto states = torch::empty({n_rows, H}, x.options());
+  auto forget = grad ? torch::empty({n_rows, H}, x.options()) : torch::empty({0}, x.options());
+  auto dc_factor = grad ? torch::empty({n_rows, H}, x.options()) : torch::empty({0}, x.options());
+  // c_t is needed only by step t + 1: two alternating (first, H) buffers, not (R, H)
+  auto cells = torch::empty({2, first, H}, x.options());
+  auto w_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rrnx_lstm_forward", [&] {
+    int64_t offset = 0, previous = 0;
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      const int64_t size = sizes[t];
+      auto g = gates.narrow(0, offset, size);
+      if (t > 0) g.addmm_(states.narrow(0, previous, size), w_t);  // + W_hh h_{t-1} (h_0 = 0)
+      scalar_t* gp = g.data_ptr<scalar_t>();
+      scalar_t* c = cells[t % 2].data_ptr<scalar_t>();
+      const scalar_t* c_prev = cells[(t + 1) % 2].data_ptr<scalar_t>();
+      scalar_t* h = states.data_ptr<scalar_t>() + offset * H;
+      scalar_t* fp = grad ? forget.data_ptr<scalar_t>() + offset * H : nullptr;
+      scalar_t* dp = grad ? dc_factor.data_ptr<scalar_t>() + offset * H : nullptr;
+      if (t == 0 && grad) forward_step<scalar_t, true, true>(gp, c_prev, c, h, fp, dp, size, H);
+      else if (t == 0) forward_step<scalar_t, true, false>(gp, c_prev, c, h, fp, dp, size, H);
+      else if (grad) forward_step<scalar_t, false, true>(gp, c_prev, c, h, fp, dp, size, H);
+      else forward_step<scalar_t, false, false>(gp, c_prev, c, h, fp, dp, size, H);
+      previous = offset;
+      offset += size;
+    }
+  });
+  return {states, gates, forget, dc_factor};
+}
+
+// dL/d(gate pre-activations) (R, 4H) from dL/dh_t of every row, by backpropagation through time.
+torch::Tensor backward(const torch::Tensor& d_states_in, const torch::Tensor& factors, const torch::Tensor& forget,
+                       const torch::Tensor& dc_factor, const torch::Tensor& w_hh, const torch::Tensor& batch_sizes) {
+  const auto sizes = step_sizes(batch_sizes);
+  const int64_t H = w_hh.size(1), first = sizes.empty() ? 0 : sizes[0];
+  auto d_states = d_states_in.contiguous();
+  auto d_gates = torch::empty_like(factors);
+  auto dh_next = torch::zeros({first, H}, factors.options());  // rows past a step's size stay 0
+  auto dc_next = torch::zeros({first, H}, factors.options());
+  std::vector<int64_t> starts(sizes.size(), 0);
+  for (size_t t = 1; t < sizes.size(); ++t) starts[t] = starts[t - 1] + sizes[t - 1];
+  AT_DISPATCH_FLOATING_TYPES(factors.scalar_type(), "rrnx_lstm_backward", [&] {
+    for (int64_t t = static_cast<int64_t>(sizes.size()) - 1; t >= 0; --t) {
+      const int64_t size = sizes[t], offset = starts[t] * H;
+      const scalar_t* fac = factors.data_ptr<scalar_t>() + offset * 4;
+      const scalar_t* fp = forget.data_ptr<scalar_t>() + offset;
+      const scalar_t* dp = dc_factor.data_ptr<scalar_t>() + offset;
+      const scalar_t* ds = d_states.data_ptr<scalar_t>() + offset;
+      const scalar_t* dh = dh_next.data_ptr<scalar_t>();
+      scalar_t* dc = dc_next.data_ptr<scalar_t>();
+      scalar_t* dg = d_gates.data_ptr<scalar_t>() + offset * 4;
+      at::parallel_for(0, size, kGrainRows, [&](int64_t begin, int64_t end) {
+        backward_rows<scalar_t>(fac, fp, dp, ds, dh, dc, dg, begin, end, H);
+      });
+      if (t > 0) {
+        auto dh_rows = dh_next.narrow(0, 0, size);
+        at::mm_out(dh_rows, d_gates.narrow(0, starts[t], size), w_hh);  // W_hh^T dg -> dh_{t-1}
+      }
+    }
+  });
+  return d_gates;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "fused packed LSTM forward");
+  m.def("backward", &backward, "fused packed LSTM backward");
+}

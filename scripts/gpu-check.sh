@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU check of issue 10 in one command, from the repository root of a machine with an NVIDIA GPU:
+#
+#   scripts/gpu-check.sh            # or: PYTHON=/path/to/python scripts/gpu-check.sh
+#
+# 1. finds a Python whose torch sees CUDA (this checkout's .venv-gpu, then $PYTHON, then python3), or
+#    makes .venv-gpu with torch==2.13.0 (PyPI's Linux wheel is the CUDA build; needs the index);
+#    installs this checkout into it (editable; offline with --no-deps where the index is unreachable);
+# 2. prints the GPU, torch, CUDA and cuDNN versions;
+# 3. runs the GPU tests (tests/test_gpu.py, `pytest -m gpu`) and fails if they skip;
+# 4. times `rrnx bench --accelerator gpu` at Netflix 6-month scale, 2 epochs (epoch 0 includes CUDA
+#    and cuDNN warm-up), with cuDNN's packed LSTM and with the hand-written one, back to back;
+# 5. prints the figures to copy into docs/benchmarks.md. About 5 minutes on one H200.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+has_cuda() { "$1" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; }
+
+PY=""
+for candidate in .venv-gpu/bin/python "${PYTHON:-}" python3; do
+  if [ -n "$candidate" ] && command -v "$candidate" >/dev/null && has_cuda "$candidate"; then PY=$candidate; break; fi
+done
+if [ -z "$PY" ]; then
+  echo "== no Python with a CUDA torch: making .venv-gpu"
+  python3 -m venv .venv-gpu
+  .venv-gpu/bin/pip install -q torch==2.13.0
+  PY=.venv-gpu/bin/python
+  has_cuda "$PY" || { echo "gpu-check: torch in .venv-gpu does not see a CUDA device (nvidia-smi?)"; exit 1; }
+fi
+if ! "$PY" -c 'import rrnx, lightning, pytest' 2>/dev/null \
+   || [ "$("$PY" -c 'import rrnx, pathlib; print(pathlib.Path(rrnx.__file__).resolve().parents[1])')" != "$PWD" ]; then
+  echo "== installing this checkout into $PY"
+  "$PY" -m pip install -q -e ".[dev]" || "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+fi
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PY" - <<'EOF'
+import torch
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+      f"device {torch.cuda.get_device_name(0)}, {torch.get_num_threads()} CPU threads")
+EOF
+
+echo "== GPU tests"
+log=$(mktemp)
+"$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -rs 2>&1 | tee "$log"
+if grep -q "skipped" "$log" || ! grep -q "passed" "$log"; then
+  echo "gpu-check: the GPU tests did not all run and pass"; exit 1
+fi
+
+for kernel in cudnn torch; do
+  echo "== \$ rrnx bench --accelerator gpu --epochs 2 --lstm-kernel $kernel   ($(uptime | sed 's/.*load/load/'))"
+  "$PY" -m rrnx.cli bench --accelerator gpu --epochs 2 --lstm-kernel "$kernel" 2>&1 | grep -v "^generated"
+done
+echo "== done: copy the two reports above into docs/benchmarks.md (\"RRN on a GPU\"); the target is epoch 1 <= 2 s"

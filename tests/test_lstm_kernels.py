@@ -1,0 +1,163 @@
+"""RRN's LSTM kernels (rrnx/models/rrn/lstm.py, fused.py): the fused C++ cell's gradients, its
+fallback when it cannot be built, its build cache, and the same training predictions whichever
+kernel runs. Values against nn.LSTM: tests/test_rrn.py. CUDA: tests/test_gpu.py.
+
+The fused cell is built once per machine (about 35 s here) into the build cache and loaded from it
+afterwards (a few ms), so these tests share one build with every other RRN test of the session."""
+
+import shutil
+
+import pytest
+import torch
+from test_rrn import datamodule, tiny_model, tiny_ratings
+
+from rrnx.errors import RrnxError
+from rrnx.models.rrn import fused
+from rrnx.models.rrn.lstm import FusedPackedLSTMFunction, packed_lstm
+
+needs_compiler = pytest.mark.skipif(not (shutil.which("c++") and shutil.which("ninja")),
+                                    reason="the fused LSTM cell needs a C++ compiler and ninja")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def failed_build(monkeypatch):
+    """The extension's build fails as it does without a compiler; the real state comes back after."""
+    saved = dict(fused._state)
+    fused.reset()
+
+    def no_compiler():
+        raise RuntimeError("Error building extension 'rrnx_lstm': c++: command not found\nmore lines")
+
+    monkeypatch.setattr(fused, "_build", no_compiler)
+    yield
+    fused._state.clear()
+    fused._state.update(saved)
+
+
+@needs_compiler
+@pytest.mark.parametrize("batch_sizes", [[4, 3, 3, 1], [3], [2, 2, 2]])
+def test_fused_cell_gradients_match_finite_differences(batch_sizes):
+    cell = fused.fused_cell(required=True)
+    torch.manual_seed(0)
+    rows, E, H = sum(batch_sizes), 3, 2
+    inputs = [torch.randn(*shape, dtype=torch.double, requires_grad=True)
+              for shape in ((rows, E), (4 * H, E), (4 * H,), (4 * H, H))]
+    sizes = torch.tensor(batch_sizes)
+    assert torch.autograd.gradcheck(lambda *a: FusedPackedLSTMFunction.apply(*a, sizes, cell), inputs)
+
+
+@needs_compiler
+def test_fused_cell_without_gradients_gives_the_same_states():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 6)
+    x, sizes = torch.randn(9, 5), torch.tensor([4, 3, 2])
+    with_grad = packed_lstm(lstm, x, sizes, "fused")
+    with torch.no_grad():
+        without = packed_lstm(lstm, x, sizes, "fused")
+    assert with_grad.requires_grad and torch.equal(with_grad.detach(), without)
+
+
+def test_a_failed_build_falls_back_to_the_torch_cell_with_one_warning_line(failed_build, capfd):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 6)
+    x, sizes = torch.randn(9, 5), torch.tensor([4, 3, 2])
+    first = packed_lstm(lstm, x, sizes, "auto")
+    second = packed_lstm(lstm, x, sizes, "auto")
+    assert torch.equal(first, packed_lstm(lstm, x, sizes, "torch")) and torch.equal(first, second)
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: the fused LSTM cell could not be built")
+    assert "command not found" in lines[0]
+    with pytest.raises(RrnxError, match="lstm_kernel 'fused'.*install gcc"):
+        packed_lstm(lstm, x, sizes, "fused")
+
+
+def test_without_a_compiler_the_only_output_is_the_warning_line(tmp_path, monkeypatch, capfd):
+    saved = dict(fused._state)
+    fused.reset()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(fused.shutil, "which", lambda tool: None)
+    monkeypatch.delenv("CXX", raising=False)
+    try:
+        assert fused.fused_cell() is None
+    finally:
+        fused._state.clear()
+        fused._state.update(saved)
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert lines == ["warning: the fused LSTM cell could not be built (RuntimeError: no c++ and no ninja on PATH); "
+                     "using the pure-torch LSTM, 1.1-1.25x slower per epoch (docs/benchmarks.md)"]
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import torch.utils.cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(fused.shutil, "which", lambda tool: f"/usr/bin/{tool}")  # a compiler, as far as _build asks
+    seen = []
+
+    def load(name, build_directory, **_):
+        seen.append((tmp_path / name / "lock").exists())
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load)
+    lock = tmp_path / fused.build_name() / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    fused._build()  # a lock as fresh as this one belongs to a build under way: torch's load waits on it
+    old = time.time() - fused.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    fused._build()
+    assert seen == [True, False]
+
+
+def test_every_checkout_compiles_the_copy_in_the_build_folder(tmp_path, monkeypatch):
+    """ninja rebuilds when the source path changes: two checkouts of one source must share a path."""
+    import torch.utils.cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(fused.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    compiled = []
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", lambda name, sources, **_: compiled.extend(sources))
+    fused._build()
+    assert compiled == [str(tmp_path / fused.build_name() / "lstm_cell.cpp")]
+    assert (tmp_path / fused.build_name() / "lstm_cell.cpp").read_bytes() == fused.SOURCE.read_bytes()
+
+
+def test_the_build_folder_changes_with_the_source(tmp_path, monkeypatch):
+    before = fused.build_name()
+    changed = tmp_path / "lstm_cell.cpp"
+    changed.write_bytes(fused.SOURCE.read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(fused, "SOURCE", changed)
+    assert fused.build_name() != before and fused.build_name().startswith("rrnx_lstm_")
+
+
+@needs_compiler
+@pytest.mark.parametrize("side", ["user", "item"])
+def test_training_predictions_and_gradients_agree_across_kernels(tmp_path, side):
+    data = datamodule(tmp_path, tiny_ratings())
+    results = {}
+    for kernel in ("torch", "fused"):
+        model = tiny_model(data, lstm_kernel=kernel)
+        other_before, _ = model._cached_states("item" if side == "user" else "user")
+        pred, _, _ = model.phase_forward(side, torch.arange(model._sides[side].n_entities), other_before)
+        pred.square().mean().backward()
+        net = model._net(side)
+        results[kernel] = (pred.detach(), [p.grad for p in net.lstm.parameters()])
+    (pred_t, grads_t), (pred_f, grads_f) = results["torch"], results["fused"]
+    assert torch.allclose(pred_t, pred_f, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads_t, grads_f))
+
+
+def test_an_unknown_lstm_kernel_is_refused(tmp_path):
+    data = datamodule(tmp_path, tiny_ratings())
+    with pytest.raises(ValueError, match="lstm_kernel must be one of auto, fused, torch, cudnn"):
+        tiny_model(data, lstm_kernel="mkl")
