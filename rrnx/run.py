@@ -32,7 +32,7 @@ from rrnx.errors import Interrupted, RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
-from rrnx.config import complete_recipe
+from rrnx.config import TRAINER_DEFAULTS, complete_recipe
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
 from rrnx.training import CpuThreads, RngState, evaluate_model, fit_model, predict_model
