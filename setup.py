@@ -12,5 +12,6 @@ DATASETS = "rrnx.datasets"  # a data folder: one subfolder per data set, no code
 setup(
     packages=find_packages(include=["rrnx*"]) + [DATASETS, *SHIPPED],
     package_dir=SHIPPED,
-    package_data={DATASETS: ["*/*"], **{name: ["*.yaml"] for name in SHIPPED}},
+    # the fused LSTM cell's C++ source, compiled at first use (rrnx/models/rrn/fused.py)
+    package_data={DATASETS: ["*/*"], "rrnx.models.rrn": ["*.cpp"], **{name: ["*.yaml"] for name in SHIPPED}},
 )

@@ -123,7 +123,15 @@ def test_spawn_launchers_are_refused_before_any_file(tmp_path):
 
 def test_processes_started_together_need_their_run_folder(tmp_path, monkeypatch):
     """Under torchrun every rank starts at once: a rank other than 0 cannot guess rank 0's default folder."""
+    from lightning.fabric.utilities import rank_zero as fabric_rank_zero
+    from lightning.pytorch.utilities import rank_zero
+
     from rrnx.run import fit
+
+    # the Trainer this rank 1 builds sets Lightning's process-wide rank; later tests in this process
+    # are rank 0 again (their loggers would otherwise write nothing)
+    for module in (rank_zero, fabric_rank_zero):
+        monkeypatch.setattr(module.rank_zero_only, "rank", getattr(module.rank_zero_only, "rank", 0))
 
     for key, value in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0",
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999", "TORCHELASTIC_RUN_ID": "t"}.items():

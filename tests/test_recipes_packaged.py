@@ -228,3 +228,4 @@ def test_the_wheel_carries_the_recipes_sweeps_and_movietweetings(tmp_path):
     for name in ("ratings.dat.gz", "LICENSE", "README.md"):
         assert f"rrnx/datasets/movietweetings-100k/{name}" in names
     assert "rrnx/cli.py" in names and "rrnx/models/rrn/model.py" in names
+    assert "rrnx/models/rrn/lstm_cell.cpp" in names  # the fused LSTM cell compiles from it at first use
