@@ -153,8 +153,13 @@ class SelfSyncingDDP(DDPStrategy):
 
 def trainer_arguments(trainer: dict, model, role: Role) -> dict:
     """The Trainer's arguments for this model: a model that syncs its own updates gets SelfSyncingDDP
-    in place of the recipe's DDP strategy name; every other case is left as the recipe says."""
+    in place of the recipe's DDP strategy name; every other case is left as the recipe says. A model with
+    sparse gradients on several GPUs is refused in one line: NCCL cannot all-reduce sparse tensors."""
     if not getattr(model, "syncs_own_updates", False):
+        if role.world_size > 1 and on_gpu(trainer) and sparse_embeddings(model):
+            raise RrnxError(f"trainer: {type(model).__name__} trains sparse embeddings, whose gradients NCCL (the GPU "
+                            "backend) cannot all-reduce; train it on several processes with "
+                            "--trainer.accelerator=cpu (gloo), or on one GPU")
         return trainer
     strategy = trainer.get("strategy")
     ddp = isinstance(strategy, str) and strategy.startswith("ddp")
@@ -164,3 +169,14 @@ def trainer_arguments(trainer: dict, model, role: Role) -> dict:
         raise RrnxError(f"trainer.strategy: {type(model).__name__} combines its processes' work itself and "
                         f"runs on several processes with strategy 'ddp' only (got {strategy!r})")
     return {**trainer, "strategy": SelfSyncingDDP()}
+
+
+def on_gpu(trainer: dict) -> bool:
+    """Whether the trainer's processes run on CUDA devices (and so reduce over NCCL)."""
+    accelerator = str(trainer.get("accelerator", "cpu"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def sparse_embeddings(model) -> list[str]:
+    """Names of the model's embeddings that produce sparse gradients."""
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Embedding) and module.sparse]

@@ -157,3 +157,17 @@ def test_models_that_sync_themselves_never_get_the_ddp_wrapper():
     assert trainer_arguments({"strategy": "ddp"}, PMF(5, 4), Role(0, 2)) == {"strategy": "ddp"}
     with pytest.raises(RrnxError, match="with strategy 'ddp' only"):
         trainer_arguments({"strategy": "fsdp"}, RRN(5, 4), Role(0, 2))
+
+
+def test_sparse_gradient_models_on_several_gpus_are_refused_in_one_line():
+    """NCCL cannot all-reduce sparse gradients: pmf on 2 GPUs is one line, on 2 CPU processes it trains."""
+    from rrnx.distributed import Role, trainer_arguments
+    from rrnx.models.autorec import IAutoRec
+    from rrnx.models.pmf import PMF
+
+    with pytest.raises(RrnxError, match="NCCL .* cannot all-reduce"):
+        trainer_arguments({"strategy": "ddp", "accelerator": "gpu"}, PMF(5, 4), Role(0, 2))
+    assert trainer_arguments({"strategy": "ddp", "accelerator": "cpu"}, PMF(5, 4), Role(0, 2))["strategy"] == "ddp"
+    assert trainer_arguments({"strategy": "ddp", "accelerator": "gpu"}, PMF(5, 4), Role(0, 1))["strategy"] == "ddp"
+    dense = {"strategy": "ddp", "accelerator": "gpu"}
+    assert trainer_arguments(dense, IAutoRec(5, 4), Role(0, 2)) == dense  # dense weights: NCCL reduces them
