@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from test_rrn import datamodule, tiny_model, tiny_ratings
+from test_rrn import datamodule, one_thread, tiny_model, tiny_ratings  # noqa: F401 (one_thread: autouse)
 
 from rrnx.errors import RrnxError
 from rrnx.models.rrn import fused
@@ -17,14 +17,6 @@ from rrnx.models.rrn.lstm import FusedPackedLSTMFunction, packed_lstm
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("c++") and shutil.which("ninja")),
                                     reason="the fused LSTM cell needs a C++ compiler and ninja")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
