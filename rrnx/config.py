@@ -54,7 +54,6 @@ def logger_section(name: Literal[LOGGERS] = "wandb", project: str = "rrnx", mode
     """
 
 
-TRAINER_OWN_KEYS = tuple(typing.get_type_hints(rrnx_trainer))
 LOGGER_KEYS = tuple(typing.get_type_hints(logger_section))
 
 
@@ -179,9 +178,10 @@ def complete_recipe(recipe: dict) -> tuple[dict, type]:
 
 
 
-def section_help(section: str, target=None) -> str:
-    """`--section.key TYPE  help (default)` lines of a section, from the signature's docstring."""
-    parsers = section_parsers(section, target, nested=True)
+def section_help(section: str, target=None, own_only: bool = False) -> str:
+    """`--section.key (TYPE, default D)` lines of a section with the signature's docstring help;
+    `own_only`: the trainer's rrnx keys without lightning.Trainer's."""
+    parsers = section_parsers(section, target, nested=True)[:1 if own_only else None]
     lines = []
     for parser in parsers:
         for action in parser._actions:
@@ -232,5 +232,5 @@ def fit_help() -> str:
     return ("Recipe keys (override any with --section.key=value; a recipe's values: rrnx fit RECIPE --print-config):\n\n"
             f"data:\n{section_help('data')}\n\nlogger:\n{section_help('logger')}\n\n"
             f"trainer (rrnx's own keys; every other lightning.Trainer argument is accepted too):\n"
-            f"{section_help('trainer').split(chr(10) + '  --trainer.accelerator')[0]}\n\n"
+            f"{section_help('trainer', own_only=True)}\n\n"
             "model: the keys of the model that model.name names: rrnx models NAME")

@@ -136,6 +136,14 @@ def plan_run(recipe: dict) -> Plan:
     return Plan(recipe, cls, trainer_cfg, seed, num_threads, patience, check_trainer(trainer_cfg))
 
 
+def resolve_recipe(recipe: dict) -> tuple[dict, list[str]]:
+    """The recipe as a run records it, and the lines to print: no data.path -> the synthetic section
+    it stands for (rrnx.data.sources), the model section -> the named model's own settings."""
+    recipe, source = resolve_data(recipe)
+    recipe, notes = resolve_model(recipe)
+    return recipe, ([source] if source else []) + [f"note: {note}" for note in notes]
+
+
 def require_one_process(role: Role, command: str) -> None:
     if role.world_size > 1:
         raise RrnxError(f"{command} trains each run in one process; the trainer settings ask for {role.world_size} "
@@ -163,12 +171,9 @@ def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: 
         run_dir, quiet = Path(shared.path), True
     say = (lambda *a: None) if quiet else print
     if shared is None and not resume:
-        recipe, source = resolve_data(recipe)  # recorded as it runs: no data.path -> the synthetic section
-        if source:
-            say(source)
-        recipe, notes = resolve_model(recipe)
+        recipe, notes = resolve_recipe(recipe)
         for note in notes:
-            say(f"note: {note}")
+            say(note)
     run = RunDir(run_dir if run_dir else default_run_dir(recipe))
     recorded = shared is not None or resume
     plan = plan_run(load_recipe(run.file(RunDir.RECIPE)) if recorded else recipe) \

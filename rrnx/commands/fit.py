@@ -64,11 +64,10 @@ def print_config(recipe: dict) -> None:
     import sys
 
     from rrnx.config import complete_recipe
-    from rrnx.data.sources import resolve_data
-    from rrnx.recipe import dump_yaml, resolve_model
+    from rrnx.recipe import dump_yaml
+    from rrnx.run import resolve_recipe
 
-    resolved, source = resolve_data(recipe)  # as fit records it: no data.path -> the synthetic section
-    resolved, notes = resolve_model(resolved)
-    for note in ([source] if source else []) + [f"note: {n}" for n in notes]:
+    resolved, notes = resolve_recipe(recipe)  # as fit records it
+    for note in notes:
         print(note, file=sys.stderr)
     print(dump_yaml(complete_recipe(resolved)[0]), end="")
