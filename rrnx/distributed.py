@@ -28,6 +28,10 @@ from rrnx.errors import RrnxError
 # Set by rank 0 before training for the processes Lightning's launcher starts: the run folder (its
 # default name holds the time, which a second process would read differently) and whether it resumes.
 SHARED_RUN_ENV = "RRNX_DDP_RUN"
+# "1": reduce sparse-embedding gradients densely, as on GPUs (DenseGradientDDP), on any backend
+DENSE_GRADIENTS_ENV = "RRNX_DDP_DENSE_GRADIENTS"
+# the DDP strategy names whose launcher reruns the command (the ones rrnx runs; check_launcher refuses the rest)
+POPEN_DDP = ("ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,25 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_sparse_(param: torch.Tensor) -> None:
+    """Sums `param`'s sparse gradient over every process, in place of it (a rank without one adds nothing):
+    gloo all-reduces the sparse rows themselves; NCCL reduces dense tensors only, so there the gradient
+    goes through a dense (n, k) buffer and back to the rows that are not all zero (rows_touched)."""
+    grad = param.grad
+    if grad is None:
+        grad = torch.sparse_coo_tensor(torch.empty(1, 0, dtype=torch.int64, device=param.device),
+                                       torch.empty(0, *param.shape[1:], dtype=param.dtype, device=param.device),
+                                       param.shape, check_invariants=False)
+    if torch.distributed.get_backend() == "nccl":
+        dense = grad.to_dense()
+        torch.distributed.all_reduce(dense)
+        param.grad = rows_touched(dense)
+        return
+    grad = grad.coalesce()
+    torch.distributed.all_reduce(grad)  # gloo's sparse all-reduce: the summed rows, in place of this rank's
+    param.grad = grad
+
+
 def broadcast_from_rank0_(tensors: list[torch.Tensor]) -> None:
     """Rank 0's values of `tensors` on every rank, in place (a no-op with one process)."""
     if process_group_share().world_size > 1:
@@ -119,10 +142,11 @@ def broadcast_from_rank0_(tensors: list[torch.Tensor]) -> None:
 def all_gather_rows(local: torch.Tensor, world_size: int) -> torch.Tensor:
     """Every rank's `local` rows (n_r, D), concatenated in rank order, on every rank. all_gather wants
     equal sizes: each rank's rows are padded to the largest share and trimmed after."""
-    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size)]
-    torch.distributed.all_gather(sizes, torch.tensor([len(local)]))
+    device = local.device  # NCCL exchanges CUDA tensors only: every buffer lives where the rows do
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size)]
+    torch.distributed.all_gather(sizes, torch.tensor([len(local)], device=device))
     largest = int(max(sizes))
-    padded = torch.zeros(largest, *local.shape[1:], dtype=local.dtype)
+    padded = torch.zeros(largest, *local.shape[1:], dtype=local.dtype, device=device)
     padded[:len(local)] = local
     parts = [torch.empty_like(padded) for _ in range(world_size)]
     torch.distributed.all_gather(parts, padded)
@@ -151,23 +175,61 @@ class SelfSyncingDDP(DDPStrategy):
         broadcast_from_rank0_([*self.model.parameters(), *self.model.buffers()])
 
 
+class DenseGradientDDP(DDPStrategy):
+    """Lightning's DDP for a model whose embeddings give sparse gradients (PMF, BiasedMF, TimeSVD++), on a
+    backend that all-reduces dense tensors only (NCCL, the GPU backend): its embeddings give dense gradients,
+    which DistributedDataParallel averages over the ranks as usual; before each optimizer step each one is
+    cut back to the rows that are not all zero, a sparse gradient, so that SparseAdam (or sparse SGD) takes
+    the step it takes on one process. A table of U x k floats then crosses the network at every step:
+    docs/scaling.md says when that is affordable. (A row whose gradient is exactly zero in every column is
+    left out, so SparseAdam does not decay its moments there; with any L2 on the row that does not occur.)"""
+
+    def configure_ddp(self) -> None:
+        self._densified = [m for m in self.lightning_module.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+        for module in self._densified:
+            module.sparse = False
+        super().configure_ddp()
+
+    def optimizer_step(self, optimizer, closure, model=None, **kwargs):
+        def closure_with_sparse_gradients():
+            result = closure()
+            for module in self._densified:
+                module.weight.grad = rows_touched(module.weight.grad)
+            return result
+        return super().optimizer_step(optimizer, closure_with_sparse_gradients, model, **kwargs)
+
+
+def rows_touched(grad: torch.Tensor | None) -> torch.Tensor | None:
+    """A dense (n, k) gradient as a sparse one holding its rows that are not all zero (None stays None)."""
+    if grad is None or grad.is_sparse:
+        return grad
+    rows = torch.nonzero(grad.ne(0).any(1)).squeeze(1)  # (B,)
+    return torch.sparse_coo_tensor(rows[None], grad[rows], grad.shape, check_invariants=False)
+
+
+def dense_gradients(trainer: dict) -> bool:
+    """Whether several processes must reduce dense gradients: on CUDA (NCCL), or where RRNX_DDP_DENSE_GRADIENTS=1
+    asks for it (the GPU path on gloo: how the tests check it on a CPU-only machine)."""
+    return on_gpu(trainer) or os.environ.get(DENSE_GRADIENTS_ENV) == "1"
+
+
 def trainer_arguments(trainer: dict, model, role: Role) -> dict:
     """The Trainer's arguments for this model: a model that syncs its own updates gets SelfSyncingDDP
-    in place of the recipe's DDP strategy name; every other case is left as the recipe says. A model with
-    sparse gradients on several GPUs is refused in one line: NCCL cannot all-reduce sparse tensors."""
-    if not getattr(model, "syncs_own_updates", False):
-        if role.world_size > 1 and on_gpu(trainer) and sparse_embeddings(model):
-            raise RrnxError(f"trainer: {type(model).__name__} trains sparse embeddings, whose gradients NCCL (the GPU "
-                            "backend) cannot all-reduce; train it on several processes with "
-                            "--trainer.accelerator=cpu (gloo), or on one GPU")
-        return trainer
+    in place of the recipe's DDP strategy name; a model with sparse gradients on several GPUs gets
+    DenseGradientDDP (NCCL cannot all-reduce sparse tensors); every other case is left as the recipe says."""
     strategy = trainer.get("strategy")
     ddp = isinstance(strategy, str) and strategy.startswith("ddp")
+    if not getattr(model, "syncs_own_updates", False):
+        if role.world_size > 1 and strategy in POPEN_DDP and sparse_embeddings(model) and dense_gradients(trainer):
+            return {**trainer, "strategy": DenseGradientDDP(find_unused_parameters=strategy.endswith("_true"))}
+        return trainer
     if role.world_size == 1 and not ddp:
         return trainer
     if not ddp:
         raise RrnxError(f"trainer.strategy: {type(model).__name__} combines its processes' work itself and "
                         f"runs on several processes with strategy 'ddp' only (got {strategy!r})")
+    if strategy not in POPEN_DDP:
+        return trainer  # ddp_spawn, ddp_fork, ...: check_launcher refuses them in one line
     return {**trainer, "strategy": SelfSyncingDDP()}
 
 

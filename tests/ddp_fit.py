@@ -1,6 +1,7 @@
 """`python tests/ddp_fit.py RECIPE OUT [--section.key=value ...]`: rrnx.run.fit for tests/test_ddp.py, with
 callbacks a command line cannot add. Lightning's DDP launcher runs this file again for every other rank,
-so each rank saves the weights it ends training with (OUT/weights-rank{R}.pt); RRNX_TEST_KILL_AT_EPOCH=E
+so each rank saves the weights it ends training with (OUT/weights-rank{R}.pt) and its strategy's class name
+(OUT/weights-rank{R}.strategy); RRNX_TEST_KILL_AT_EPOCH=E
 makes rank 0 die as epoch E begins (after epoch E-1's checkpoints). Rank 0 prints metrics.json's content."""
 
 import json
@@ -21,6 +22,7 @@ class SaveWeights(Callback):
 
     def on_train_end(self, trainer, model) -> None:
         torch.save(model.state_dict(), self.out / f"weights-rank{trainer.global_rank}.pt")
+        (self.out / f"weights-rank{trainer.global_rank}.strategy").write_text(type(trainer.strategy).__name__)
 
 
 class KillAt(Callback):

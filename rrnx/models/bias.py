@@ -75,7 +75,7 @@ class Bias(RatingModel):
     def _solve(owner: torch.Tensor, residual: torch.Tensor, n: int, reg: float, reduce=lambda t: t) -> torch.Tensor:
         """argmin_b sum (residual - b_owner)^2 + reg sum b^2, per owner: sum / (reg + count); `reduce`
         combines the sums and counts of several processes' shares (all_reduce_sum_)."""
-        sums = reduce(torch.zeros(n, dtype=residual.dtype).index_add_(0, owner, residual))  # (n,)
+        sums = reduce(torch.zeros(n, dtype=residual.dtype, device=residual.device).index_add_(0, owner, residual))  # (n,)
         counts = reduce(torch.bincount(owner, minlength=n).to(residual.dtype))  # (n,)
         return sums / (reg + counts)
 

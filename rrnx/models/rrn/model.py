@@ -399,7 +399,7 @@ class RRN(RRNStates, RatingModel):
             mse = squared.detach() / len(pred)
         else:  # a global batch with fewer entities than ranks: this rank adds nothing, but takes part
             self.manual_backward(sum(p.sum() for p in net.parameters()) * 0.0)
-            mse = torch.zeros(())
+            mse = torch.zeros((), device=other_before.device)
         for p in net.parameters():
             all_reduce_sum_(p.grad)
         self._share_stationary_grads(side, entities, everyone, batch["part_start"])
@@ -410,7 +410,7 @@ class RRN(RRNStates, RatingModel):
         its own entities' rows into a (B_g, k + biases) buffer at its part's place and the buffers are summed."""
         params = self._stationary_params(side)  # weights (n, k) and (n, 1)
         widths = [p.shape[1] for p in params]
-        buffer = torch.zeros(len(everyone), sum(widths))  # (B_g, k [+ 1])
+        buffer = torch.zeros(len(everyone), sum(widths), device=params[0].device)  # (B_g, k [+ 1]); CUDA for NCCL
         if len(entities):
             order = torch.argsort(entities)  # a coalesced gradient holds its rows by increasing entity
             local = torch.cat([p.grad.coalesce().values() for p in params], 1)  # (B, k [+ 1]) by entity

@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from rrnx.distributed import all_reduce_sparse_, process_group_share
 from rrnx.errors import RrnxError
 from rrnx.models.pmf import PMF
 
@@ -94,14 +95,26 @@ def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int 
 def fit_epochs(params: list, loss, predict, optimizer, data, epochs: int, patience: int, rating_range) -> None:
     """`epochs` passes over the shuffled training triples; with `patience` > 0, stop when the
     validation RMSE has not improved for that many epochs and restore `params` (the trained ones)
-    as they were after the best epoch."""
+    as they were after the best epoch. Under DDP each rank takes its part of every global batch
+    (Batches.shard) and the parts' gradients are summed (rrnx.distributed.all_reduce_sparse_), so every
+    rank takes the one-process step; the validation RMSE is computed whole on every rank."""
+    share = process_group_share()
     loader = data.triples_loader("train", shuffle=True)
+    if share.world_size > 1:
+        loader = loader.shard(share.rank, share.world_size)
     best, best_state, since, device = float("inf"), None, 0, params[0].device
     for _ in range(epochs):
-        for batch in loader:
+        for k, batch in enumerate(loader):
             batch = {key: value.to(device) for key, value in batch.items()}  # the loader's are on the CPU
             optimizer.zero_grad()
-            loss(batch).backward()
+            if share.world_size == 1:
+                loss(batch).backward()
+            else:  # this part's mean, weighed by its share of the global batch: the parts sum to its mean
+                rows = len(batch["rating"])
+                if rows:
+                    (loss(batch) * (rows / min(loader.batch_size, loader.n - k * loader.batch_size))).backward()
+                for p in params:
+                    all_reduce_sparse_(p)
             optimizer.step()
         if patience <= 0:
             continue
