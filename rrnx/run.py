@@ -35,7 +35,7 @@ from rrnx.models.pmf import PMF
 from rrnx.config import TRAINER_DEFAULTS, complete_recipe
 from rrnx.recipe import check_recipe, describe_model, dump_recipe, load_recipe, resolve_model
 from rrnx.rundir import AtomicCheckpointIO, RunCheckpoint, RunDir, replace_atomically
-from rrnx.training import CpuThreads, RngState, evaluate_model, fit_model, predict_model
+from rrnx.training import CpuThreads, RngState, StopOnDivergence, evaluate_model, fit_model, predict_model
 
 INCOMPLETE = RunDir.INCOMPLETE
 
@@ -287,7 +287,7 @@ def _train(run: RunDir, plan: Plan, resume: bool, say, callbacks: list, allow_da
     logger = make_logger(recipe["logger"], run.path, run.path.name, recipe) if writes else False
     if logger:
         logger.log_hyperparams({"split": data.split.summary, "params": model.num_parameters()})
-    history = EpochHistory()
+    history, divergence = EpochHistory(), StopOnDivergence(say)
     best = RunCheckpoint(dirpath=run.checkpoints, filename=RunDir.BEST, monitor=VAL_RMSE, mode="min",
                          enable_version_counter=False)
     # every epoch, improving or not (Lightning's save_last writes last.ckpt only when best.ckpt changes)
@@ -295,7 +295,7 @@ def _train(run: RunDir, plan: Plan, resume: bool, say, callbacks: list, allow_da
     if plan.patience:  # off by default: the paper trains a fixed number of epochs and keeps the best
         callbacks = [*callbacks, EarlyStopping(monitor=VAL_RMSE, mode="min", patience=plan.patience)]
     trainer = L.Trainer(default_root_dir=str(run.path), logger=logger, plugins=[AtomicCheckpointIO()],
-                        callbacks=[history, RngState(), best, last, *callbacks],
+                        callbacks=[history, RngState(), best, last, divergence, *callbacks],
                         **trainer_arguments(plan.trainer, model, plan.role))
     if plan.role.world_size > 1 and writes:
         share_run(run.path, resume)  # for the processes Lightning's launcher starts in trainer.fit
@@ -311,6 +311,8 @@ def _train(run: RunDir, plan: Plan, resume: bool, say, callbacks: list, allow_da
     test_rmse = evaluate_model(trainer, model, data, best.best_model_path)
     frame = predictions(trainer, model, data, best.best_model_path)
     metrics = summarize(epochs, test_rmse, model, train_seconds, recipe)
+    if divergence.diverged_epoch is not None:
+        metrics["diverged_epoch"] = divergence.diverged_epoch
     if not writes:
         return metrics
     replace_atomically(run.file(RunDir.PREDICTIONS), lambda temp: frame.to_parquet(temp, index=False))

@@ -64,6 +64,23 @@ class CpuThreads(Callback):
         self.policy.adjust()
 
 
+class StopOnDivergence(Callback):
+    """Ends training after the first epoch whose weights are no longer finite (a diverged optimizer: every
+    later epoch would validate NaN), saying so in one line; the run keeps its best finite epoch (a NaN
+    validation RMSE is never a best). `diverged_epoch` is that epoch, or None."""
+
+    def __init__(self, say=print) -> None:
+        self.say, self.diverged_epoch = say, None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        finite = torch.stack([torch.isfinite(p).all() for p in pl_module.parameters()]).all()
+        if not bool(finite):  # one host read per epoch
+            self.diverged_epoch = trainer.current_epoch
+            trainer.should_stop = True
+            self.say(f"training diverged in epoch {trainer.current_epoch} (weights are no longer finite): stopped "
+                     "there; the run keeps its best earlier epoch (lower a learning rate to train further)")
+
+
 class RngState(Callback):
     """Saves the torch, numpy and python RNG states in every checkpoint and restores them when one is
     loaded, for every model (dropout, sampling in hooks: what a resumed run must draw again), and the

@@ -385,3 +385,26 @@ def test_writing_to_a_read_only_file_system_names_the_file(tmp_path, capsys):
         assert list(mount.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_diverged_training_stops_and_keeps_its_best_finite_epoch(tmp_path, capsys):
+    """Weights that become NaN in epoch 1 (as a too-large learning rate does) end training after that epoch
+    with one line; the run's best epoch and test RMSE are finite and from before, and metrics.json says so."""
+    from lightning.pytorch.callbacks import Callback
+
+    from rrnx.run import fit
+
+    class NaNInEpochOne(Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    module.user_factors.weight[0] = float("nan")
+
+    recipe = load_recipe(tiny_csv_recipe(tmp_path))
+    recipe["trainer"]["max_epochs"] = EPOCHS
+    metrics = fit(recipe, tmp_path / "run", callbacks=[NaNInEpochOne()])
+    assert metrics["diverged_epoch"] == 1 and metrics["best_epoch"] == 0
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]  # stopped after the diverged epoch
+    assert metrics["test_rmse"] == metrics["test_rmse"] and metrics["test_rmse"] < 5  # finite: epoch 0's weights
+    assert "training diverged in epoch 1" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["diverged_epoch"] == 1
