@@ -143,6 +143,23 @@ def test_changing_a_rating_in_step_t_leaves_predictions_up_to_t_unchanged(tmp_pa
         assert early.sum() > 0 and not np.array_equal(train_a[side], train_b[side])
 
 
+@pytest.mark.parametrize("wallclock", [True, False, "user", "item"])
+def test_wallclock_setting_takes_the_time_columns_off_the_chosen_sides(tmp_path, wallclock):
+    """`wallclock`: a side without eq. (5)'s tau_t, tau_{t-1} has states that do not move when every time
+    column moves; a side with them does."""
+    data = datamodule(tmp_path, tiny_ratings())
+    model = tiny_model(data, wallclock=wallclock)
+    before = {side: model._cached_states(side)[0].clone() for side in ("user", "item")}
+    for side in ("user", "item"):
+        model._sides[side].features[:, 1:] += 3.0  # every tau_t and tau_{t-1}, 3 standard deviations later
+    model._clear_states()
+    for side in ("user", "item"):
+        reads_time = wallclock is True or wallclock == side
+        assert torch.equal(model._cached_states(side)[0], before[side]) is not reads_time, side
+    with pytest.raises(ValueError, match="wallclock must be"):
+        RRN(4, 3, wallclock="both")
+
+
 # ---------------------------------------------------------------------------- alternating subspace descent
 
 class PhaseWatch(Callback):

@@ -43,9 +43,10 @@ class SideNetwork(nn.Module):
 
     def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
                  context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True,
-                 forget_bias: float = 0.0, lstm_kernel: str = "auto"):
+                 forget_bias: float = 0.0, lstm_kernel: str = "auto", wallclock: bool = True):
         super().__init__()
         self.lstm_kernel = lstm_kernel  # how eq. (6) runs (lstm.py's packed_lstm); the weights are nn.LSTM's
+        self.wallclock = wallclock  # False: the context columns are [1_newbie] only (no tau_t, tau_{t-1})
         # W_embed's x_t columns (None: the LSTM reads only the context columns)
         self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
         # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
@@ -76,6 +77,8 @@ class SideNetwork(nn.Module):
         # features^T grad (3 x R x 40), not grad^T features, which MKL runs ~3x slower
         context = self.embed_context
         features = take_rows(side.features, batch.rows)  # (R, 3)
+        if not self.wallclock:
+            features = features[:, :1]  # (R, 1): 1_newbie
         if stats is not None:
             features = torch.cat([features, stats], 1)  # (R, 5)
         y = torch.addmm(y, features, context.weight.t().contiguous()).add_(context.bias)
@@ -143,6 +146,10 @@ class RRN(RRNStates, RatingModel):
             beat it on validation (RRN is then never worse on validation than its own static model).
         pretrain_patience: stop the pre-train when the validation RMSE has not improved for this many
             epochs and keep its best epoch (0: exactly `pretrain_epochs` epochs, as before).
+        wallclock: eq. (5)'s wallclock columns tau_t, tau_{t-1}: True (as written) on both sides, False on
+            neither, "user" or "item" on that side only. A network that reads the absolute time can fit
+            time patterns of the training period that do not carry over to the test period, which lies
+            after every training time (docs/rrn.md measures it); the step's newbie flag stays.
         lstm_kernel: how the LSTMs run, same values and gradients (docs/rrn.md): "auto" (the fused C++
             cell on the CPU, built at first use, or the pure-torch one with a warning where it cannot be
             built; cuDNN's packed LSTM on CUDA), "fused", "torch" (the pure-torch cell), "cudnn" (nn.LSTM
@@ -171,7 +178,8 @@ class RRN(RRNStates, RatingModel):
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, step_stats: bool | Literal["mean", "residual"] = False, dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
-                 forget_bias: float = 0.0, bias_reg: float | None = None, lstm_kernel: str = "auto"):
+                 forget_bias: float = 0.0, bias_reg: float | None = None, lstm_kernel: str = "auto",
+                 wallclock: bool | Literal["user", "item"] = True):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -179,15 +187,19 @@ class RRN(RRNStates, RatingModel):
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
         if step_stats not in STEP_STATS:
             raise ValueError(f"step_stats must be one of false, true, mean, residual; got {step_stats!r}")
+        if wallclock not in (True, False, "user", "item"):
+            raise ValueError(f"wallclock must be true, false, user or item; got {wallclock!r}")
         if lstm_kernel not in LSTM_KERNELS:
             raise ValueError(f"lstm_kernel must be one of {', '.join(LSTM_KERNELS)}, got {lstm_kernel!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        context_dim = 5 if step_stats else 3
-        self.user_net = SideNetwork(n_items, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding, forget_bias, lstm_kernel)
-        self.item_net = SideNetwork(n_users, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                                    rating_embedding, forget_bias, lstm_kernel)
+        def network(n_other: int, side: str) -> SideNetwork:
+            clock = wallclock is True or wallclock == side  # eq. (5)'s tau_t, tau_{t-1} on this side
+            context_dim = (3 if clock else 1) + (2 if step_stats else 0)
+            return SideNetwork(n_other, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
+                               rating_embedding, forget_bias, lstm_kernel, clock)
+        self.user_net = network(n_items, "user")
+        self.item_net = network(n_users, "item")
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # m_j of eq. (7)
         nn.init.normal_(self.user_factors.weight, std=init_std)
