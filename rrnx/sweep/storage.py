@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import optuna
@@ -110,7 +111,9 @@ def fail_dead_trials(study) -> list[int]:
     """Fails RUNNING trials whose process on this host is gone, and (RDB) those whose heartbeat
     went stale, and enqueues each again with the same parameters; returns their numbers. Each
     failed trial's run directory gets a FAILED note."""
-    optuna.storages.fail_stale_trials(study)  # calls retry_lost_trial for each (RDB storages)
+    with warnings.catch_warnings():  # an API Optuna marks experimental since v2.9, and rrnx pins the call
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # calls retry_lost_trial for each (RDB storages)
     host, failed = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
