@@ -10,7 +10,8 @@
 # 3. runs the GPU tests (tests/test_gpu.py, `pytest -m gpu`) and fails if they skip;
 # 4. times `rrnx bench --accelerator gpu` at Netflix 6-month scale, 2 epochs (epoch 0 includes CUDA
 #    and cuDNN warm-up), with cuDNN's packed LSTM and with the hand-written one, back to back;
-# 5. prints the figures to copy into docs/benchmarks.md. About 5 minutes on one H200.
+# 5. prints the figures to copy into docs/benchmarks.md. About 5 minutes on one H200;
+# 6. with two or more GPUs, first runs tests/test_gpu_ddp.py (DDP over NCCL, issue 11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,14 @@ log=$(mktemp)
 "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -rs 2>&1 | tee "$log"
 if grep -q "skipped" "$log" || ! grep -q "passed" "$log"; then
   echo "gpu-check: the GPU tests did not all run and pass"; exit 1
+fi
+
+if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+  echo "== DDP over NCCL on two GPUs (issue 11)"
+  "$PY" -m pytest -m gpu tests/test_gpu_ddp.py -q -p no:cacheprovider -rs 2>&1 | tee "$log"
+  grep -q "passed" "$log" && ! grep -q "failed" "$log" || { echo "gpu-check: the two-GPU DDP tests failed"; exit 1; }
+else
+  echo "== one GPU: the two-GPU DDP check (tests/test_gpu_ddp.py) needs two devices; skipped"
 fi
 
 for kernel in cudnn torch; do
