@@ -408,3 +408,21 @@ def test_a_diverged_training_stops_and_keeps_its_best_finite_epoch(tmp_path, cap
     assert metrics["test_rmse"] == metrics["test_rmse"] and metrics["test_rmse"] < 5  # finite: epoch 0's weights
     assert "training diverged in epoch 1" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["diverged_epoch"] == 1
+
+
+def test_a_training_that_diverges_in_its_first_epoch_fails_in_one_line(tmp_path):
+    """No finite epoch: no number to report; the run fails and stays incomplete instead of reporting NaN."""
+    from lightning.pytorch.callbacks import Callback
+
+    from rrnx.errors import RrnxError
+    from rrnx.run import fit
+
+    class NaNAtOnce(Callback):
+        def on_train_epoch_start(self, trainer, module):
+            with torch.no_grad():
+                module.user_factors.weight[0] = float("nan")
+
+    recipe = load_recipe(tiny_csv_recipe(tmp_path))
+    with pytest.raises(RrnxError, match="diverged in epoch 0 before any epoch had a finite validation RMSE"):
+        fit(recipe, tmp_path / "run", quiet=True, callbacks=[NaNAtOnce()])
+    assert (tmp_path / "run" / "INCOMPLETE").exists() and not (tmp_path / "run" / "metrics.json").exists()
