@@ -305,9 +305,6 @@ def _train(run: RunDir, plan: Plan, resume: bool, say, callbacks: list, allow_da
         unshare_run()
     if not best.best_model_path:
         raise RrnxError(f"{run}: training produced no checkpoint (no validation epoch ran)")
-    if best.best_model_score is not None and not torch.isfinite(best.best_model_score):
-        raise RrnxError(f"{run}: training diverged in epoch {divergence.diverged_epoch} before any epoch had a finite "
-                        "validation RMSE; nothing to keep: lower a learning rate")
 
     # testing best.ckpt restores the callbacks' state as of the best epoch: read the history first
     epochs, train_seconds = list(history.epochs), history.train_seconds()

@@ -410,12 +410,13 @@ def test_a_diverged_training_stops_and_keeps_its_best_finite_epoch(tmp_path, cap
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["diverged_epoch"] == 1
 
 
-def test_a_training_that_diverges_in_its_first_epoch_fails_in_one_line(tmp_path):
-    """No finite epoch: no number to report; the run fails and stays incomplete instead of reporting NaN."""
+def test_a_training_that_diverges_in_its_first_epoch_stops_there_and_is_refused_as_a_result(tmp_path):
+    """No finite epoch: training stops after epoch 0 instead of running on; its NaN RMSE is not a result
+    (require_finite: `rrnx fit` exits 2 saying so, test_bad_inputs.py; a sweep records the trial as failed)."""
     from lightning.pytorch.callbacks import Callback
 
     from rrnx.errors import RrnxError
-    from rrnx.run import fit
+    from rrnx.run import fit, require_finite
 
     class NaNAtOnce(Callback):
         def on_train_epoch_start(self, trainer, module):
@@ -423,6 +424,8 @@ def test_a_training_that_diverges_in_its_first_epoch_fails_in_one_line(tmp_path)
                 module.user_factors.weight[0] = float("nan")
 
     recipe = load_recipe(tiny_csv_recipe(tmp_path))
-    with pytest.raises(RrnxError, match="diverged in epoch 0 before any epoch had a finite validation RMSE"):
-        fit(recipe, tmp_path / "run", quiet=True, callbacks=[NaNAtOnce()])
-    assert (tmp_path / "run" / "INCOMPLETE").exists() and not (tmp_path / "run" / "metrics.json").exists()
+    recipe["trainer"]["max_epochs"] = EPOCHS
+    metrics = fit(recipe, tmp_path / "run", quiet=True, callbacks=[NaNAtOnce()])
+    assert metrics["diverged_epoch"] == 0 and [e["epoch"] for e in metrics["epochs"]] == [0]
+    with pytest.raises(RrnxError, match="training diverged: val_rmse is nan"):
+        require_finite(metrics)
