@@ -42,7 +42,7 @@ class SideNetwork(nn.Module):
     of eq. (7) (W_user, b_user for users; W_movie, b_movie for items)."""
 
     def __init__(self, n_other: int, embed_dim: int, hidden: int, layers: int, dynamic_dim: int,
-                 context_dim: int = 3, dynamic_bias: bool = False, rating_embedding: bool = True,
+                 stats_dim: int = 0, dynamic_bias: bool = False, rating_embedding: bool = True,
                  forget_bias: float = 0.0, lstm_kernel: str = "auto", wallclock: bool = True):
         super().__init__()
         self.lstm_kernel = lstm_kernel  # how eq. (6) runs (lstm.py's packed_lstm); the weights are nn.LSTM's
@@ -50,7 +50,7 @@ class SideNetwork(nn.Module):
         # W_embed's x_t columns (None: the LSTM reads only the context columns)
         self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
         # W_embed's [1_newbie, tau_t, tau_{t-1}] columns (+ the step statistics when RRN.step_stats)
-        self.embed_context = nn.Linear(context_dim, embed_dim)
+        self.embed_context = nn.Linear((3 if wallclock else 1) + stats_dim, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers)
         if forget_bias:  # a longer memory from the start (Jozefowicz et al. 2015); torch's gate order i, f, g, o
             with torch.no_grad():
@@ -80,7 +80,7 @@ class SideNetwork(nn.Module):
         if not self.wallclock:
             features = features[:, :1]  # (R, 1): 1_newbie
         if stats is not None:
-            features = torch.cat([features, stats], 1)  # (R, 5)
+            features = torch.cat([features, stats], 1)  # (R, 3 or 1 + 2)
         y = torch.addmm(y, features, context.weight.t().contiguous()).add_(context.bias)
         packing = pack(batch)
         y = permute_rows(y, packing.unpacked, packing.packed_position)  # (R, E) time-major
@@ -195,9 +195,8 @@ class RRN(RRNStates, RatingModel):
         self.automatic_optimization = False
         def network(n_other: int, side: str) -> SideNetwork:
             clock = wallclock is True or wallclock == side  # eq. (5)'s tau_t, tau_{t-1} on this side
-            context_dim = (3 if clock else 1) + (2 if step_stats else 0)
-            return SideNetwork(n_other, embed_dim, hidden, layers, dynamic_dim, context_dim, dynamic_bias,
-                               rating_embedding, forget_bias, lstm_kernel, clock)
+            return SideNetwork(n_other, embed_dim, hidden, layers, dynamic_dim, 2 if step_stats else 0,
+                               dynamic_bias, rating_embedding, forget_bias, lstm_kernel, clock)
         self.user_net = network(n_items, "user")
         self.item_net = network(n_users, "item")
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # u_i of eq. (7)
