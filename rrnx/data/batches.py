@@ -57,6 +57,10 @@ class Batches:
                 idx = order[start:end]
                 yield {k: v[idx] for k, v in self.tensors.items()}
 
+    def global_rows(self, k: int) -> int:
+        """Rows of global batch k, all ranks' parts together (what one process's batch k holds)."""
+        return min(self.batch_size, self.n - k * self.batch_size)
+
     def _part(self, start: int, end: int) -> tuple[int, int]:
         """[start, end) of this rank's part of the batch [start, end): torch.tensor_split's cut."""
         size, extra = divmod(end - start, self.world_size)

@@ -112,7 +112,7 @@ def fit_epochs(params: list, loss, predict, optimizer, data, epochs: int, patien
             else:  # this part's mean, weighed by its share of the global batch: the parts sum to its mean
                 rows = len(batch["rating"])
                 if rows:
-                    (loss(batch) * (rows / min(loader.batch_size, loader.n - k * loader.batch_size))).backward()
+                    (loss(batch) * (rows / loader.global_rows(k))).backward()
                 for p in params:
                     all_reduce_sparse_(p)
             optimizer.step()
