@@ -37,6 +37,11 @@ class PhaseClock(Callback):
     def __init__(self):
         self.epochs: list[dict] = []
 
+    def on_train_epoch_start(self, trainer, model):
+        self.device = model.device  # where it trained: Lightning moves the model back to the CPU after fit
+        synchronize(model.device)
+        self._epoch_start = time.perf_counter()
+
     def on_validation_epoch_start(self, trainer, model):
         self._eval_start = time.perf_counter()
         self._phases = dict(model._phase_seconds)
@@ -44,6 +49,7 @@ class PhaseClock(Callback):
     def on_validation_epoch_end(self, trainer, model):
         self.epochs.append({"user_phase_s": self._phases["user"], "item_phase_s": self._phases["item"],
                             "eval_s": time.perf_counter() - self._eval_start,
+                            "wall_s": time.perf_counter() - self._epoch_start,  # the whole epoch, clock to clock
                             "val_rmse": float(trainer.callback_metrics["val/rmse"])})
 
 
@@ -180,14 +186,16 @@ def run_bench(preset: str = "netflix-6m", epochs: int = 1, threads: int | None =
     shapes = Shapes(data.n_users, data.n_items, len(data.split.train), data.user_steps.n_active,
                     data.item_steps.n_active, len(data.split.val))
     flops = epoch_flops(shapes, model.hparams)
-    rate = matmul_rate(model.hparams, device=model.device)
+    rate = matmul_rate(model.hparams, device=clock.device)
     gathers = epoch_gather_bytes(shapes, model.hparams)
-    bandwidth = gather_rate(model.hparams, device=model.device)
+    bandwidth = gather_rate(model.hparams, device=clock.device)
     chosen = (policy.policy.history if policy else []) or [torch.get_num_threads()]
     used = (f"{chosen[0]} threads" if len(chosen) == 1 else "threads " + " -> ".join(map(str, chosen)))
     return {"preset": preset, "threads": used + (" (free cores)" if policy else ""),
             "granularity": f"{user_granularity}/{item_granularity}",
-            "device": device_name(model.device), "lstm_kernel": resolved_kernel(model.hparams.lstm_kernel, model.device),
+            "device": device_name(clock.device), "lstm_kernel": resolved_kernel(model.hparams.lstm_kernel, clock.device),
+            "peak_device_memory_gb": (torch.cuda.max_memory_allocated(clock.device) / 2**30
+                                      if clock.device.type == "cuda" else None),
             "shapes": shapes.__dict__, "data": timings, "epochs": clock.epochs, "flops": flops,
             "gather_bytes": gathers, "gather_bytes_per_s": bandwidth,
             "matmul_flops_per_s": rate, "peak_memory_gb": peak_memory_gb(), "hparams": dict(model.hparams)}
@@ -222,7 +230,8 @@ def format_report(result: dict) -> str:
     for i, e in enumerate(result["epochs"]):
         total = e["user_phase_s"] + e["item_phase_s"]
         lines.append(f"  epoch {i}     user phase {e['user_phase_s']:.1f} s, item phase {e['item_phase_s']:.1f} s, "
-                     f"both {total:.1f} s; evaluation {e['eval_s']:.1f} s (val RMSE {e['val_rmse']:.4f})")
+                     f"both {total:.1f} s; evaluation {e['eval_s']:.1f} s (val RMSE {e['val_rmse']:.4f}); "
+                     f"wall {e['wall_s']:.1f} s")
     floor = {k: v / rate for k, v in f.items()}
     lines += [f"  work        {f['epoch'] / 1e9:,.1f} GFLOP per epoch (user phase {f['user_phase'] / 1e9:,.1f}, "
               f"item phase {f['item_phase'] / 1e9:,.1f}, evaluation {f['eval'] / 1e9:,.1f})",
@@ -232,5 +241,7 @@ def format_report(result: dict) -> str:
               f"  gathers     {gathers['epoch'] / 1e9:,.1f} GB of per-rating rows per epoch at {bandwidth / 1e9:,.1f} GB/s "
               f"measured (random {result['hparams']['embed_dim']}-float rows): memory floor "
               f"{gathers['epoch'] / bandwidth:.1f} s",
-              f"  peak memory {result['peak_memory_gb']:.2f} GiB resident"]
+              f"  peak memory {result['peak_memory_gb']:.2f} GiB resident"
+              + (f", {result['peak_device_memory_gb']:.2f} GiB allocated on the GPU"
+                 if result.get("peak_device_memory_gb") is not None else "")]
     return "\n".join(lines)

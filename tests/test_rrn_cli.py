@@ -95,5 +95,5 @@ def test_bench_reads_the_generated_data_from_the_cache_on_a_rerun(capsys):
         runs.append([line for line in capsys.readouterr().out.splitlines() if "prepare" in line or "val RMSE" in line])
     assert "read from the cache" not in runs[0][0] and "read from the cache" in runs[1][0]
     assert "read from the cache" not in runs[2][0]
-    rmse = [run[1].split("val RMSE")[1] for run in runs]
+    rmse = [run[1].split("val RMSE ")[1].split(")")[0] for run in runs]
     assert rmse[0] == rmse[1] == rmse[2]

@@ -391,6 +391,8 @@ class RRN(RRNStates, RatingModel):
         net_opt.step()
         stationary_opt.step()
         self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(batch["entities"]))
+        if self.device.type == "cuda":  # CUDA queues kernels: the phase clock stops when they have run (one
+            torch.cuda.synchronize(self.device)  # wait per optimizer step, not per LSTM step)
         self._phase_seconds[side] += time.perf_counter() - start
 
     def _part_backward(self, side: str, batch: dict, other_before: torch.Tensor) -> torch.Tensor:
