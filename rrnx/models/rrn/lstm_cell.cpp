@@ -12,7 +12,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <bit>
 #include <vector>
 
 namespace {
@@ -31,7 +30,9 @@ inline float exp_approx(float x) {
   float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r
              + 1.6666665459e-1f) * r + 5.0000001201e-1f;
   p = p * z + r + 1.0f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);  // 2^n
+  // 2^n; the builtin (GCC >= 11, clang >= 9), not C++20's std::bit_cast: torch < 2.13 builds extensions as
+  // C++17: std::bit_cast failed to compile under torch 2.11 on the H200 machine
+  return p * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
 }
 
 inline float exp_of(float x) { return exp_approx(x); }
