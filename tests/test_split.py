@@ -62,3 +62,61 @@ def test_train_start_and_test_end_bound_the_periods():
 def test_bad_splits_are_named(kwargs, message):
     with pytest.raises(RrnxError, match=message):
         time_split(ratings_frame(), **kwargs)
+
+
+def _pairs(users, items):
+    return pd.DataFrame({"user": np.asarray(users, dtype=np.int64), "item": np.asarray(items, dtype=np.int64)})
+
+
+def test_repeated_pairs_are_found_by_the_sorted_key_or_left_to_pandas():
+    from rrnx.data.split import _no_repeated_pairs
+
+    assert _no_repeated_pairs(_pairs([5, 5, -3, 7], [1, 2, 1, 1]))
+    assert not _no_repeated_pairs(_pairs([5, 9, 5], [2, 1, 2]))  # (5, 2) twice
+    assert not _no_repeated_pairs(_pairs([0, 2**62], [0, 2**40]))  # key would overflow: pandas decides
+    strings = pd.DataFrame({"user": ["a", "b"], "item": ["x", "x"]})
+    assert not _no_repeated_pairs(strings)  # not integers: pandas decides
+
+
+def test_the_fast_path_keeps_the_duplicate_policy():
+    from rrnx.data.split import keep_last_rating
+
+    frame = _pairs([1, 1, 2], [7, 7, 7]).assign(rating=[1.0, 2.0, 3.0], timestamp=[10, 20, 5])
+    kept, dropped = keep_last_rating(frame)
+    assert dropped == 1 and kept["rating"].tolist() == [2.0, 3.0]
+    unique = frame.iloc[1:]
+    kept, dropped = keep_last_rating(unique)
+    assert kept is unique and dropped == 0
+
+
+@pytest.mark.parametrize("ids", [np.array([3, 10, 11, 40]), np.array([-5, 0, 2**40])])  # lookup table; searchsorted
+def test_positions_index_every_value_into_the_sorted_ids(ids):
+    from rrnx.data.split import _positions
+
+    values = ids[np.random.default_rng(0).integers(0, len(ids), 50)]
+    assert np.array_equal(_positions(values, ids), np.searchsorted(ids, values))
+    assert _positions(values, ids).dtype == np.int64
+
+
+def test_an_owned_table_is_freed_before_the_bucketing(monkeypatch):
+    import gc
+    import weakref
+
+    import rrnx.data.datamodule as datamodule
+
+    table = ratings_frame()
+    alive = weakref.ref(table)
+    seen = []
+
+    def bucketing(*args, **kwargs):
+        gc.collect()
+        seen.append(alive() is not None)
+        return build(*args, **kwargs)
+
+    build = datamodule.build_sequences
+    monkeypatch.setattr(datamodule, "build_sequences", bucketing)
+    holder = [table]
+    del table
+    data = datamodule.TemporalDataModule.from_owned_table(holder, test_start=TEST_START, batch_size=64)
+    assert holder == [] and seen == [False, False]  # gone while both sides were bucketed
+    assert set(data.prepare_seconds) == {"split", "bucketing"} and len(data.split.train) > 0

@@ -111,6 +111,8 @@ def keep_last_rating(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The duplicate policy: a (user, item) pair rated more than once keeps its latest rating (by
     timestamp, then file order) and the earlier ones are dropped and counted, so the model sees one
     rating per pair, as in the paper's data, and the sparsity counts pairs."""
+    if _no_repeated_pairs(ratings):
+        return ratings, 0
     latest_first = ratings.iloc[::-1]
     repeated = latest_first.duplicated(["user", "item"], keep="first").to_numpy()
     if not repeated.any():
@@ -121,10 +123,46 @@ def keep_last_rating(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept, int(len(ratings) - len(kept))
 
 
+def _no_repeated_pairs(ratings: pd.DataFrame) -> bool:
+    """True when no (user, item) pair repeats, found by sorting one int64 key per rating (1x the ids'
+    memory; pandas' duplicated() hashes both columns: 4 GiB more and 4x the time on Netflix full); False
+    when some pair repeats or the ids are not integers whose pair key fits in int64 (then the caller asks
+    pandas)."""
+    user, item = ratings["user"].to_numpy(), ratings["item"].to_numpy()
+    if len(user) < 2:
+        return True
+    if user.dtype.kind != "i" or item.dtype.kind != "i":
+        return False
+    user_low, item_low = int(user.min()), int(item.min())
+    item_span = int(item.max()) - item_low + 1
+    if (int(user.max()) - user_low + 1) * item_span >= 2**63:
+        return False
+    key = user.astype(np.int64)  # a copy, then in place: (user - low) * span + (item - low)
+    key -= user_low
+    key *= item_span
+    key += item
+    key -= item_low
+    key.sort()
+    return not (key[1:] == key[:-1]).any()
+
+
+def _positions(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Index in the sorted `ids` of each value (every value is one of them), as int64: a lookup table
+    where the ids are integers spanning a few times their number (10x faster than searchsorted on 98M
+    ratings), else searchsorted."""
+    if values.dtype.kind == "i" and ids.dtype.kind == "i" and len(ids):
+        low, span = int(ids[0]), int(ids[-1]) - int(ids[0]) + 1
+        if span <= 8 * len(ids) + 1_000_000:
+            table = np.zeros(span, dtype=np.int64)
+            table[ids - low] = np.arange(len(ids))
+            return table[values - low]
+    return np.searchsorted(ids, values).astype(np.int64)
+
+
 def _indexed(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
-    frame = frame.reset_index(drop=True).copy()
-    frame["user_idx"] = np.searchsorted(user_ids, frame["user"].to_numpy()).astype(np.int64)
-    frame["item_idx"] = np.searchsorted(item_ids, frame["item"].to_numpy()).astype(np.int64)
+    frame = frame.reset_index(drop=True)  # a new frame (shared with `frame` until written, under copy-on-write)
+    frame["user_idx"] = _positions(frame["user"].to_numpy(), user_ids)
+    frame["item_idx"] = _positions(frame["item"].to_numpy(), item_ids)
     return frame
 
 
