@@ -59,3 +59,22 @@ def test_no_dense_users_by_steps_tensor():
                              Granularity.parse("1d", T0))
     sizes = [a.size for a in vars(seq).values() if isinstance(a, np.ndarray)]
     assert max(sizes) <= n + 1
+
+
+def test_bucketing_orders_ratings_as_lexsort_by_entity_then_step():
+    """build_sequences sorts one (entity, step) key; the order must be lexsort's, ties in input order."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    entity, other = rng.integers(0, 40, n), rng.integers(0, 30, n)
+    ts = T0 + rng.integers(-3, 200, n) * DAY // 2  # some before the origin: negative steps
+    value = rng.integers(1, 6, n).astype(np.float32)
+    g = Granularity.parse("7d", T0)
+    seq, row = build_sequences("user", entity, other, value, ts, 45, g)
+    step = g.step_of(ts)
+    order = np.lexsort((step, entity))
+    assert np.array_equal(seq.other, other[order]) and np.array_equal(seq.value, value[order])
+    keys = np.stack([entity[order], step[order]], axis=1)
+    new = np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)]
+    assert np.array_equal(seq.step, step[order][new])
+    assert np.array_equal(seq.offsets, np.r_[0, np.cumsum(np.bincount(entity[order][new], minlength=45))])
+    assert np.array_equal(row[order], np.cumsum(new) - 1)

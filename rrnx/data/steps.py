@@ -117,16 +117,25 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
                     n_entities: int, granularity: Granularity) -> tuple[StepSequences, np.ndarray]:
     """Bucket one side's ratings; returns the sequences and, for each input rating, the row of the
     active step that holds it (so a model can find the state *before* that step)."""
-    step = granularity.step_of(ts)  # (n,)
-    order = np.lexsort((step, entity))  # by entity, then step
-    e_sorted, s_sorted = entity[order], step[order]
+    # one int64 key (entity, step) sorted stably: the order of lexsort((step, entity)) with one sort and
+    # without the two sorted copies; temporaries are freed as soon as they are spent (Netflix full: 98M)
+    key = granularity.step_of(ts)  # (n,) step
+    low = int(key.min()) if len(key) else 0
+    span = int(key.max()) - low + 1 if len(key) else 1
+    key -= low
+    key += entity.astype(np.int64, copy=False) * span  # entity * span + (step - low)
+    order = np.argsort(key, kind="stable")  # by entity, then step, then input order
+    key = key[order]
     new_row = np.ones(len(order), dtype=bool)
-    new_row[1:] = (e_sorted[1:] != e_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
-    row_of_sorted = np.cumsum(new_row) - 1  # (n,) active-step row of each sorted rating
+    np.not_equal(key[1:], key[:-1], out=new_row[1:])
     starts = np.flatnonzero(new_row)
-    row_entity, row_step = e_sorted[starts], s_sorted[starts]
+    row_entity, row_step = np.divmod(key[starts], span)
+    row_step += low
+    del key
+    row_of_sorted = np.cumsum(new_row) - 1  # (n,) active-step row of each sorted rating
+    del new_row
     offsets = np.zeros(n_entities + 1, dtype=np.int64)
-    np.add.at(offsets, row_entity + 1, 1)
+    offsets[1:] = np.bincount(row_entity, minlength=n_entities)
     offsets = np.cumsum(offsets)
     rating_offsets = np.append(starts, len(order)).astype(np.int64)
     days = granularity.start_of(row_step) / DAY
@@ -137,6 +146,7 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
     prev_tau = np.where(first, tau, np.roll(tau, 1)).astype(np.float32)
     row_of_rating = np.empty(len(order), dtype=np.int64)
     row_of_rating[order] = row_of_sorted
+    del row_of_sorted
     seq = StepSequences(side, granularity, offsets, row_step.astype(np.int64), tau, prev_tau,
                         first.astype(np.float32), rating_offsets, other[order].astype(np.int64),
                         value[order].astype(np.float32), tau_mean, tau_std)
