@@ -21,7 +21,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from rrnx.data.datamodule import TemporalDataModule
-from rrnx.data.split import time_split
 from rrnx.data.synthetic import PRESET_SPLITS, generate_preset, is_cached, load_synthetic
 from rrnx.models.rrn import RRN
 from rrnx.training import CpuThreads, fit_model
@@ -144,15 +143,13 @@ def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int
         table, _ = load_synthetic({"preset": preset, "seed": seed}, cache_dir)
     timings["generation_s"] = time.perf_counter() - start
     say(f"generated {len(table):,} ratings ({preset}) in {timings['generation_s']:.1f} s")
-    split_args = PRESET_SPLITS[preset]
-    start = time.perf_counter()
-    time_split(table, split_args["test_start"], split_args["train_start"], split_args["test_end"], seed)
-    timings["split_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    data = TemporalDataModule.from_table(table, format="synthetic", synthetic={"preset": preset, "seed": seed},
-                                         seed=seed, user_granularity=user_granularity,
-                                         item_granularity=item_granularity, **split_args)  # no cache file
-    timings["bucketing_s"] = time.perf_counter() - start - timings["split_s"]
+    holder = [table]  # the data module takes the only reference and frees the table once split
+    del table
+    data = TemporalDataModule.from_owned_table(holder, format="synthetic", synthetic={"preset": preset, "seed": seed},
+                                               seed=seed, user_granularity=user_granularity,
+                                               item_granularity=item_granularity, **PRESET_SPLITS[preset])  # no cache file
+    timings["split_s"], timings["bucketing_s"] = data.prepare_seconds["split"], data.prepare_seconds["bucketing"]
+    timings["peak_memory_gb"] = peak_memory_gb()
     return data, timings
 
 
@@ -241,7 +238,7 @@ def format_report(result: dict) -> str:
               f"  gathers     {gathers['epoch'] / 1e9:,.1f} GB of per-rating rows per epoch at {bandwidth / 1e9:,.1f} GB/s "
               f"measured (random {result['hparams']['embed_dim']}-float rows): memory floor "
               f"{gathers['epoch'] / bandwidth:.1f} s",
-              f"  peak memory {result['peak_memory_gb']:.2f} GiB resident"
+              f"  peak memory {result['peak_memory_gb']:.2f} GiB resident ({d['peak_memory_gb']:.2f} GiB by the end of preparation)"
               + (f", {result['peak_device_memory_gb']:.2f} GiB allocated on the GPU"
                  if result.get("peak_device_memory_gb") is not None else "")]
     return "\n".join(lines)
