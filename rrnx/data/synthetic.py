@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rrnx.data.cache import write_atomic
+from rrnx.data.cache import read_parquet, release_arrow_memory, write_atomic
 from rrnx.errors import RecipeError
 
 GENERATOR_VERSION = 1  # recorded in the truth file
@@ -314,17 +314,27 @@ def _draw_events(rng, world: _World, n: int, days: int, table: np.ndarray, bin_d
     n_items = len(world.popularity)
     weight = world.activity * (days - world.arrival_day)
     user = np.repeat(np.arange(len(weight)), rng.multinomial(n, weight / weight.sum()))  # O(n), no lookups
-    day = rng.integers(world.arrival_day[user], days)
-    b = day // bin_days
-    key = b + rng.random(n)
+    b = rng.integers(world.arrival_day[user], days)  # (n,) day, then its bin, in place
+    b //= bin_days
+    key = rng.random(n)
+    key += b  # b + random, exactly (float addition commutes)
     # grouping keys by bin keeps each lookup inside one cache-sized table row: ~5x faster
     order = np.argsort(b.astype(np.uint16 if days <= 65_535 else np.int64), kind="stable")
     item = np.empty(n, np.int64)
-    item[order] = np.searchsorted(table, key[order], side="right")
-    item -= b * n_items
-    item = np.minimum(item, n_items - 1)
-    low = np.maximum(np.maximum(b * bin_days, world.release_day[item]), world.arrival_day[user])
-    day = rng.integers(low, np.minimum(b * bin_days + bin_days, days))
+    for part in np.array_split(order, max(1, n // CHUNK)):  # chunks bound the (n,) gathered copies
+        item[part] = np.searchsorted(table, key[part], side="right")
+    del order, key
+    b *= n_items
+    item -= b
+    b //= n_items
+    np.minimum(item, n_items - 1, out=item)
+    b *= bin_days  # the bin's first day
+    low = world.release_day[item]
+    np.maximum(low, b, out=low)
+    np.maximum(low, world.arrival_day[user], out=low)
+    b += bin_days
+    np.minimum(b, days, out=b)
+    day = rng.integers(low, b)
     return user, item, day
 
 
@@ -502,11 +512,13 @@ def load_synthetic(params: dict, cache_dir) -> tuple[pd.DataFrame, dict]:
     table_path = cache_dir / f"synthetic-{key}.parquet"
     truth_path = cache_dir / f"synthetic-{key}.truth.json"
     if table_path.exists() and truth_path.exists():
-        return pd.read_parquet(table_path), json.loads(truth_path.read_text())
+        return read_parquet(table_path), json.loads(truth_path.read_text())
     table, truth = generate(**kwargs)
     # truth first: a table without its truth is never read; a cache that cannot be written costs speed
     written = write_atomic(truth_path, lambda p: Path(p).write_text(json.dumps(truth)))
-    if not (written and write_atomic(table_path, lambda p: table.to_parquet(p, index=False))):
+    written = written and write_atomic(table_path, lambda p: table.to_parquet(p, index=False))
+    release_arrow_memory()
+    if not written:
         warnings.warn(f"cannot write the synthetic-data cache in {cache_dir}; the next run generates it again",
                       stacklevel=2)
     return table, truth
