@@ -78,3 +78,28 @@ def test_bucketing_orders_ratings_as_lexsort_by_entity_then_step():
     assert np.array_equal(seq.step, step[order][new])
     assert np.array_equal(seq.offsets, np.r_[0, np.cumsum(np.bincount(entity[order][new], minlength=45))])
     assert np.array_equal(row[order], np.cumsum(new) - 1)
+
+
+def test_linked_sides_give_each_rating_its_row_on_the_other_side():
+    from rrnx.data.steps import link_sides
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    user, item = rng.integers(0, 50, n), rng.integers(0, 20, n)
+    ts, value = T0 + rng.integers(0, 90, n) * DAY, rng.integers(1, 6, n).astype(np.float32)
+    users, user_row, user_order = build_sequences("user", user, item, value, ts, 50, Granularity.parse("1d", T0),
+                                                  return_order=True)
+    items, item_row, item_order = build_sequences("item", item, user, value, ts, 20, Granularity.parse("7d", T0),
+                                                  return_order=True)
+    link_sides(users, user_row, user_order, items, item_row, item_order)
+    # the reference: each side's ratings in its own order are the ratings sorted stably by its row
+    assert np.array_equal(users.other_row, item_row[np.argsort(user_row, kind="stable")])
+    assert np.array_equal(items.other_row, user_row[np.argsort(item_row, kind="stable")])
+    # and the row on the other side really holds that rating: same entity pair, same step
+    for k in rng.integers(0, n, 50):  # k: a rating in the user sequences' order
+        item_row_k = users.other_row[k]
+        lo, hi = items.rating_offsets[item_row_k], items.rating_offsets[item_row_k + 1]
+        user_row_k = np.searchsorted(users.rating_offsets, k, side="right") - 1
+        user_k = np.searchsorted(users.offsets, user_row_k, side="right") - 1
+        assert user_k in items.other[lo:hi]
+        assert np.searchsorted(items.offsets, item_row_k, side="right") - 1 == users.other[k]  # the same item

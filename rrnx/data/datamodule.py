@@ -20,7 +20,7 @@ from lightning.fabric.utilities.data import AttributeDict
 from rrnx.data.batches import Batches
 from rrnx.data.sources import resolve_source
 from rrnx.data.split import Split, time_split, to_timestamp
-from rrnx.data.steps import Granularity, StepSequences, build_sequences
+from rrnx.data.steps import Granularity, StepSequences, build_sequences, link_sides
 from rrnx.errors import RrnxError
 
 BATCH_KEYS = ("user", "item", "rating", "timestamp")
@@ -112,9 +112,12 @@ class TemporalDataModule:
         self.item_granularity = Granularity.parse(hp.item_granularity, origin, "item_granularity")
         u, i = train["user_idx"].to_numpy(), train["item_idx"].to_numpy()
         r, ts = train["rating"].to_numpy(np.float32), train["timestamp"].to_numpy(np.int64)
-        self.user_steps, user_row = build_sequences("user", u, i, r, ts, self.split.n_users, self.user_granularity)
-        self.item_steps, item_row = build_sequences("item", i, u, r, ts, self.split.n_items, self.item_granularity)
-        train["user_row"], train["item_row"] = user_row, item_row
+        self.user_steps, *user = build_sequences("user", u, i, r, ts, self.split.n_users, self.user_granularity,
+                                                 return_order=True)
+        self.item_steps, *item = build_sequences("item", i, u, r, ts, self.split.n_items, self.item_granularity,
+                                                 return_order=True)
+        link_sides(self.user_steps, *user, self.item_steps, *item)
+        del user, item
         self.rating_range = (float(r.min()), float(r.max()))
         self.rating_mean = float(r.mean())
         self.prepare_seconds = {"split": split_seconds, "bucketing": time.perf_counter() - start - split_seconds}

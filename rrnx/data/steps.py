@@ -89,6 +89,9 @@ class StepSequences:
     value: np.ndarray  # (n_ratings,) float32 rating
     tau_mean: float  # days since epoch; tau = (day - tau_mean) / tau_std
     tau_std: float
+    # (n_ratings,) int64 the row, among the OTHER side's active steps, that holds each rating: set by the
+    # data module once both sides are bucketed (link_sides), so a model finds the other side's state
+    other_row: np.ndarray | None = None
 
     @property
     def n_entities(self) -> int:
@@ -114,9 +117,10 @@ def standardized_tau(granularity: Granularity, step, tau_mean: float, tau_std: f
 
 
 def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.ndarray, ts: np.ndarray,
-                    n_entities: int, granularity: Granularity) -> tuple[StepSequences, np.ndarray]:
+                    n_entities: int, granularity: Granularity, return_order: bool = False) -> tuple:
     """Bucket one side's ratings; returns the sequences and, for each input rating, the row of the
-    active step that holds it (so a model can find the state *before* that step)."""
+    active step that holds it (so a model can find the state *before* that step); with `return_order`
+    also the order (n,) that puts the input ratings in the sequences' order."""
     # one int64 key (entity, step) sorted stably: the order of lexsort((step, entity)) with one sort and
     # without the two sorted copies; temporaries are freed as soon as they are spent (Netflix full: 98M)
     key = granularity.step_of(ts)  # (n,) step
@@ -150,4 +154,13 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
     seq = StepSequences(side, granularity, offsets, row_step.astype(np.int64), tau, prev_tau,
                         first.astype(np.float32), rating_offsets, other[order].astype(np.int64),
                         value[order].astype(np.float32), tau_mean, tau_std)
-    return seq, row_of_rating
+    return (seq, row_of_rating, order) if return_order else (seq, row_of_rating)
+
+
+def link_sides(user: StepSequences, user_row: np.ndarray, user_order: np.ndarray,
+               item: StepSequences, item_row: np.ndarray, item_order: np.ndarray) -> None:
+    """Set each side's other_row from the two bucketings of the same ratings (build_sequences'
+    rows and orders): a user's rating, in the user sequences' order, sits in the item row
+    item_row[user_order], and the other way round."""
+    user.other_row = item_row[user_order]
+    item.other_row = user_row[item_order]

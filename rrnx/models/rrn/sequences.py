@@ -71,15 +71,7 @@ def side_tensors(seq: StepSequences, other_row: np.ndarray | None = None) -> Sid
 def training_sides(data) -> dict[str, SideTensors]:
     """Both sides of a TemporalDataModule's training data, each rating knowing its row on the other
     side (so the other side's state before that row can be looked up in a cache)."""
-    train = data.split.train
-    user_row, item_row = train["user_row"].to_numpy(), train["item_row"].to_numpy()
-    # build_sequences orders ratings by (entity, step) stably, i.e. by row: argsort(row) recovers it
-    in_user_order = np.argsort(user_row, kind="stable")
-    in_item_order = np.argsort(item_row, kind="stable")
-    user = side_tensors(data.user_steps, item_row[in_user_order])
-    item = side_tensors(data.item_steps, user_row[in_item_order])
-    assert np.array_equal(data.user_steps.other, train["item_idx"].to_numpy()[in_user_order])
-    return {"user": user, "item": item}
+    return {side: side_tensors(seq, seq.other_row) for side, seq in (("user", data.user_steps), ("item", data.item_steps))}
 
 
 def extended_side(train_side: SideTensors, user, item, rating, timestamp, n_entities: int) -> SideTensors:
