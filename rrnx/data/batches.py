@@ -13,7 +13,7 @@ class Batches:
     order or in a shuffled order drawn afresh each epoch from its own generator, seeded with `seed`.
 
     Rating triples, for example: user (B,) int64 user_idx, item (B,) int64 item_idx, rating (B,)
-    float32, timestamp (B,) int64, plus any extra columns given (e.g. user_row/item_row step rows).
+    float32, timestamp (B,) int64, plus any extra columns of the frame given (`extra`).
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool = False, seed: int = 0):
