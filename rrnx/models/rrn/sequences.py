@@ -60,18 +60,18 @@ class SideTensors:
         return replace(self, **moved)
 
 
-def side_tensors(seq: StepSequences, other_row: np.ndarray | None = None) -> SideTensors:
+def side_tensors(seq: StepSequences) -> SideTensors:
     features = np.stack([seq.newbie, seq.tau, seq.prev_tau], axis=1).astype(np.float32)  # (n_active, 3)
     return SideTensors(seq.side, seq.granularity, seq.tau_mean, seq.tau_std,
                        torch.as_tensor(seq.offsets), torch.as_tensor(seq.step), torch.as_tensor(features),
                        torch.as_tensor(seq.rating_offsets), torch.as_tensor(seq.other),
-                       torch.as_tensor(seq.value), None if other_row is None else torch.as_tensor(other_row))
+                       torch.as_tensor(seq.value), None if seq.other_row is None else torch.as_tensor(seq.other_row))
 
 
 def training_sides(data) -> dict[str, SideTensors]:
     """Both sides of a TemporalDataModule's training data, each rating knowing its row on the other
     side (so the other side's state before that row can be looked up in a cache)."""
-    return {side: side_tensors(seq, seq.other_row) for side, seq in (("user", data.user_steps), ("item", data.item_steps))}
+    return {"user": side_tensors(data.user_steps), "item": side_tensors(data.item_steps)}
 
 
 def extended_side(train_side: SideTensors, user, item, rating, timestamp, n_entities: int) -> SideTensors:
