@@ -1,13 +1,17 @@
 """Seconds and peak resident memory of each stage of preparing a synthetic preset (reading rrnx's
-cache, the time split, the bucketing), each call's peak read through /proc/self/clear_refs (Linux):
+cache, the time split, the bucketing) and, with --train, of RRN's attach, state caches and one
+epoch of the bench's model (1 thread); each call's peak is read through /proc/self/clear_refs (Linux):
 
-    python scripts/prep_memory.py [PRESET]      # default netflix-full; generates the table once if not cached
+    python scripts/prep_memory.py netflix-full                  # 2-month steps on both sides
+    python scripts/prep_memory.py netflix-6m 1d 7d --train      # the bench's 6-month setting
 
-docs/benchmarks.md ("Netflix full: a leaner, faster preparation") holds its figures.
+The table is generated once if rrnx's cache lacks it. Nested calls reset the peak, so a stage's peak
+counts from the last nested call's start. docs/benchmarks.md ("Netflix full: a leaner, faster
+preparation") holds its figures.
 """
 
+import argparse
 import functools
-import sys
 import time
 
 import rrnx.data.datamodule as datamodule
@@ -38,18 +42,50 @@ def staged(name: str, fn):
     return wrapped
 
 
-def main(preset: str) -> None:
+def prepare(preset: str, user_granularity: str, item_granularity: str):
     split.keep_last_rating = staged("keep_last_rating", split.keep_last_rating)
     split._indexed = staged("_indexed", split._indexed)
     datamodule.time_split = staged("time_split", split.time_split)
     datamodule.build_sequences = staged("build_sequences", datamodule.build_sequences)
     table, _ = staged("load_synthetic", load_synthetic)({"preset": preset, "seed": 0}, default_cache_dir())
+    settings = dict(format="synthetic", synthetic={"preset": preset, "seed": 0}, seed=0,
+                    user_granularity=user_granularity, item_granularity=item_granularity, **PRESET_SPLITS[preset])
+    if not hasattr(datamodule.TemporalDataModule, "from_owned_table"):  # a checkout from before it existed
+        return staged("from_table", datamodule.TemporalDataModule.from_table)(table, **settings)
     holder = [table]
     del table
-    staged("from_owned_table", datamodule.TemporalDataModule.from_owned_table)(
-        holder, format="synthetic", synthetic={"preset": preset, "seed": 0}, seed=0,
-        user_granularity="2mo", item_granularity="2mo", **PRESET_SPLITS[preset])
+    return staged("from_owned_table", datamodule.TemporalDataModule.from_owned_table)(holder, **settings)
+
+
+def train_one_epoch(data) -> None:
+    import lightning as L
+    import torch
+
+    from rrnx.models.rrn import RRN
+    from rrnx.training import fit_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = RRN(data.n_users, data.n_items, pretrain_epochs=0)  # the bench's model
+    model.set_data_stats(data.rating_range, data.rating_mean)
+    for name in ("attach", "_states_after_all_rows", "_cached_states"):
+        setattr(RRN, name, staged(name, getattr(RRN, name)))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    staged("fit, 1 epoch", fit_model)(trainer, model, data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("preset", nargs="?", default="netflix-full")
+    parser.add_argument("user_granularity", nargs="?", default="2mo")
+    parser.add_argument("item_granularity", nargs="?", default="2mo")
+    parser.add_argument("--train", action="store_true", help="also RRN's attach, state caches and one epoch")
+    args = parser.parse_args()
+    data = prepare(args.preset, args.user_granularity, args.item_granularity)
+    if args.train:
+        train_one_epoch(data)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "netflix-full")
+    main()
