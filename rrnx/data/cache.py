@@ -45,9 +45,8 @@ def cache_key(path, format: str, columns: dict | None, sep: str | None, scale) -
     return digest.hexdigest()
 
 
-def load_ratings(path, format="auto", columns=None, sep=None, scale=None, cache_dir=None,
-                 progress=True) -> pd.DataFrame:
-    """read_ratings with a cache: the same source and settings parse once (the canonical table either way)."""
+def resolve_source_file(path, format: str = "auto") -> tuple[Path, str]:
+    """The ratings path on this machine (`rrnx:NAME` resolved) and its format (`auto` detected)."""
     from rrnx.data.sources import resolve_path
 
     path = resolve_path(path)
@@ -55,9 +54,22 @@ def load_ratings(path, format="auto", columns=None, sep=None, scale=None, cache_
         raise DataError(f"unknown format '{format}'; valid formats: auto, {', '.join(readers.FORMATS)}")
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
-    format = readers.detect_format(path) if format == "auto" else format
+    return path, readers.detect_format(path) if format == "auto" else format
+
+
+def source_key(path, format="auto", columns=None, sep=None, scale=None) -> str:
+    """The parse-cache key of a source as load_ratings computes it (the prepared-data cache builds on it)."""
+    path, format = resolve_source_file(path, format)
+    return cache_key(path, format, columns, sep, scale)
+
+
+def load_ratings(path, format="auto", columns=None, sep=None, scale=None, cache_dir=None,
+                 progress=True, key: str | None = None) -> pd.DataFrame:
+    """read_ratings with a cache: the same source and settings parse once (the canonical table either way).
+    `key`: source_key() of the same arguments when the caller has it (hashing a large file twice costs seconds)."""
+    path, format = resolve_source_file(path, format)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cached = cache_dir / f"{cache_key(path, format, columns, sep, scale)}.parquet"
+    cached = cache_dir / f"{key or cache_key(path, format, columns, sep, scale)}.parquet"
     table = _read_cached(cached)
     if table is not None:
         return table
