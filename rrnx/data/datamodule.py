@@ -18,6 +18,7 @@ import torch
 from lightning.fabric.utilities.data import AttributeDict
 
 from rrnx.data.batches import Batches
+from rrnx.data.prepared import Prepared, prepared_key, read_prepared, write_prepared
 from rrnx.data.sources import resolve_source
 from rrnx.data.split import Split, time_split, to_timestamp
 from rrnx.data.steps import Granularity, StepSequences, build_sequences, link_sides
@@ -55,11 +56,13 @@ class TemporalDataModule:
         scale: [min, max] rating scale; ratings outside it are an error (default: the format's).
         seed: seed of the random validation/test halving of the test period.
         batch_size: rating triples per batch for models that train on triples.
-        cache_dir: where parsed files and generated data are cached (default $RRNX_CACHE or ~/.cache/rrnx).
+        cache_dir: where parsed files, generated data and prepared (split and bucketed) data are cached
+            (default $RRNX_CACHE or ~/.cache/rrnx).
         synthetic_fallback: a synthetic preset (e.g. `imdb`) to generate when `path` is null, for recipes of
             data sets that cannot ship; with a path it does nothing (rrnx.data.sources).
 
-    `setup()` loads and splits once; `from_table(table, ...)` builds one over a table already in memory.
+    `setup()` loads, splits and buckets once, or reads all three back from the prepared-data cache;
+    `from_table(table, ...)` builds one over a table already in memory (never cached).
     """
 
     def __init__(self, path: str | None = None, format: str = "auto", synthetic: dict | None = None,
@@ -74,6 +77,9 @@ class TemporalDataModule:
         _check_settings(batch_size, scale)
         self.split: Split | None = None
         self.truth: dict | None = None
+        # the prepared-data cache: "read" (split and buckets read back), "written", "not written", or
+        # None where none applies (a table handed over in memory)
+        self.prepared_cache: str | None = None
 
     @classmethod
     def from_table(cls, ratings: pd.DataFrame, truth: dict | None = None, **settings) -> "TemporalDataModule":
@@ -92,9 +98,57 @@ class TemporalDataModule:
 
     # ---------------------------------------------------------------- loading
     def setup(self, stage: str | None = None) -> None:
-        """Loads, splits and buckets the ratings, once (`stage` is ignored)."""
-        if self.split is None:
-            self._build(self.load_table())
+        """Loads, splits and buckets the ratings, once (`stage` is ignored). A file or synthetic source
+        goes through the prepared-data cache (rrnx.data.prepared): an earlier run's split and buckets
+        are read back without loading the table at all, else they are computed and stored."""
+        if self.split is not None:
+            return
+        parse_key, key = self._cache_keys()
+        if key is not None and self._read_prepared(key):
+            return
+        start = time.perf_counter()
+        holder = [self.load_table(parse_key)]  # the only reference: _build frees the table once split
+        table_seconds = time.perf_counter() - start
+        self._build(holder.pop())
+        self.prepare_seconds["table"] = table_seconds
+        if key is not None:
+            self._write_prepared(key)
+
+    def _cache_keys(self) -> tuple[str | None, str | None]:
+        """(the file's parse-cache key, the prepared-data key); None where there is none (no path: then
+        load_table says what is missing)."""
+        hp = self.hparams
+        if hp.format == "synthetic":
+            from rrnx.data.synthetic import _cache_key
+            parse_key, source = None, "synthetic:" + _cache_key(self._synthetic_params())[0]
+        elif hp.path is None:
+            return None, None
+        else:
+            from rrnx.data.cache import source_key
+            parse_key = source_key(hp.path, hp.format, hp.columns, hp.sep, self._scale())
+            source = "file:" + parse_key
+        return parse_key, prepared_key(source, hp)
+
+    def _read_prepared(self, key: str) -> bool:
+        """Take the split and buckets from the prepared-data cache; False on a miss."""
+        start = time.perf_counter()
+        prepared = read_prepared(self.cache_dir, key)
+        if prepared is None:
+            return False
+        self.split, self.user_steps, self.item_steps = prepared.split, prepared.user_steps, prepared.item_steps
+        self.user_granularity, self.item_granularity = self.user_steps.granularity, self.item_steps.granularity
+        self.rating_range, self.rating_mean, self.truth = prepared.rating_range, prepared.rating_mean, prepared.truth
+        self.prepare_seconds = {"read": time.perf_counter() - start}
+        self.prepared_cache = "read"
+        return True
+
+    def _write_prepared(self, key: str) -> None:
+        """Store what _build computed for the next run (a cache that cannot be written is a warning)."""
+        start = time.perf_counter()
+        written = write_prepared(self.cache_dir, key, Prepared(self.split, self.user_steps, self.item_steps,
+                                                               self.rating_range, self.rating_mean, self.truth))
+        self.prepare_seconds["write"] = time.perf_counter() - start
+        self.prepared_cache = "written" if written else "not written"
 
     def _build(self, ratings: pd.DataFrame) -> None:
         hp = self.hparams
@@ -119,17 +173,24 @@ class TemporalDataModule:
         self.rating_mean = float(r.mean())
         self.prepare_seconds = {"split": split_seconds, "bucketing": time.perf_counter() - start - split_seconds}
 
-    def load_table(self) -> pd.DataFrame:
+    def load_table(self, parse_key: str | None = None) -> pd.DataFrame:
+        """The canonical table (through the parse cache or the synthetic-data cache); `parse_key`: the
+        file's parse-cache key when the caller has computed it already."""
         hp = self.hparams
         if hp.format == "synthetic":
             from rrnx.data.synthetic import load_synthetic
-            ratings, self.truth = load_synthetic(dict(hp.synthetic or {"preset": "small"}), self.cache_dir)
+            ratings, self.truth = load_synthetic(self._synthetic_params(), self.cache_dir)
             return ratings
         if hp.path is None:
             raise RrnxError("data.path is required (a ratings file or directory), or set data.format: synthetic")
         from rrnx.data.cache import load_ratings
-        scale = tuple(hp.scale) if hp.scale is not None else None
-        return load_ratings(hp.path, hp.format, hp.columns, hp.sep, scale, self.cache_dir)
+        return load_ratings(hp.path, hp.format, hp.columns, hp.sep, self._scale(), self.cache_dir, key=parse_key)
+
+    def _synthetic_params(self) -> dict:
+        return dict(self.hparams.synthetic or {"preset": "small"})
+
+    def _scale(self) -> tuple | None:
+        return tuple(self.hparams.scale) if self.hparams.scale is not None else None
 
     @property
     def cache_dir(self) -> Path:
