@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from rrnx.data.datamodule import TemporalDataModule
-from rrnx.data.synthetic import PRESET_SPLITS, generate_preset, is_cached, load_synthetic
+from rrnx.data.synthetic import PRESET_SPLITS, generate_preset, is_cached
 from rrnx.models.rrn import RRN
 from rrnx.training import CpuThreads, fit_model
 
@@ -131,26 +131,46 @@ def matmul_rate(hp, batch: int = 8192, repeats: int = 20, device: torch.device |
 
 def prepare(preset: str, user_granularity: str, item_granularity: str, seed: int, say,
             cache_dir: Path | None = None) -> tuple:
-    """The preset's data, split and bucketed, and the seconds each part took. With `cache_dir`, the
-    generated table is read from rrnx's synthetic-data cache when an earlier run wrote it (the same
-    table `rrnx fit` uses for format: synthetic), and written there otherwise."""
-    timings = {}
-    start = time.perf_counter()
+    """The preset's data, split and bucketed, and the seconds each part took. With `cache_dir`, through
+    rrnx's caches, as `rrnx fit` on `format: synthetic`: the split and buckets are read back from the
+    prepared-data cache when an earlier run stored them (the table is then not even read); else the
+    generated table is read from the synthetic-data cache (or generated and written there), split,
+    bucketed, and the result stored for the next run."""
+    settings = dict(format="synthetic", synthetic={"preset": preset, "seed": seed}, seed=seed,
+                    user_granularity=user_granularity, item_granularity=item_granularity, **PRESET_SPLITS[preset])
     if cache_dir is None:
-        table, _ = generate_preset(preset, seed=seed)
+        data, timings = _prepare_uncached(preset, seed, say, settings)
     else:
-        timings["generation_cached"] = is_cached({"preset": preset, "seed": seed}, cache_dir)
-        table, _ = load_synthetic({"preset": preset, "seed": seed}, cache_dir)
-    timings["generation_s"] = time.perf_counter() - start
+        data, timings = _prepare_cached(preset, seed, say, settings, cache_dir)
+    timings["peak_memory_gb"] = peak_memory_gb()
+    return data, timings
+
+
+def _prepare_uncached(preset: str, seed: int, say, settings: dict) -> tuple:
+    start = time.perf_counter()
+    table, _ = generate_preset(preset, seed=seed)
+    timings = {"generation_s": time.perf_counter() - start}
     say(f"generated {len(table):,} ratings ({preset}) in {timings['generation_s']:.1f} s")
     holder = [table]  # the data module takes the only reference and frees the table once split
     del table
-    data = TemporalDataModule.from_owned_table(holder, format="synthetic", synthetic={"preset": preset, "seed": seed},
-                                               seed=seed, user_granularity=user_granularity,
-                                               item_granularity=item_granularity, **PRESET_SPLITS[preset])  # no cache file
+    data = TemporalDataModule.from_owned_table(holder, **settings)  # no cache file
     timings["split_s"], timings["bucketing_s"] = data.prepare_seconds["split"], data.prepare_seconds["bucketing"]
-    timings["peak_memory_gb"] = peak_memory_gb()
     return data, timings
+
+
+def _prepare_cached(preset: str, seed: int, say, settings: dict, cache_dir: Path) -> tuple:
+    generation_cached = is_cached({"preset": preset, "seed": seed}, cache_dir)
+    data = TemporalDataModule(cache_dir=str(cache_dir), **settings)
+    data.setup()
+    seconds = data.prepare_seconds
+    if data.prepared_cache == "read":
+        say(f"read the split and bucketed data ({preset}) from the cache in {seconds['read']:.1f} s")
+        return data, {"prepared_cache": "read", "prepared_read_s": seconds["read"]}
+    say(f"{'read' if generation_cached else 'generated'} the {preset} table in {seconds['table']:.1f} s, "
+        f"split and bucketed it in {seconds['split'] + seconds['bucketing']:.1f} s")
+    return data, {"generation_s": seconds["table"], "generation_cached": generation_cached,
+                  "split_s": seconds["split"], "bucketing_s": seconds["bucketing"],
+                  "prepared_cache": data.prepared_cache, "prepared_write_s": seconds["write"]}
 
 
 def synchronize(device) -> None:
@@ -214,6 +234,20 @@ def resolved_kernel(kernel: str, device: torch.device) -> str:
     return "fused" if fused_cell() is not None else "torch (fused cell unavailable)"
 
 
+def prepare_line(d: dict) -> str:
+    """The report's `prepare` line: what was generated, read from a cache or computed, and its seconds."""
+    if d.get("prepared_cache") == "read":
+        return (f"split and bucketing read from the cache in {d['prepared_read_s']:.1f} s "
+                "(prepared data: no table read, no split, no bucketing)")
+    line = (f"generation {d['generation_s']:.1f} s{' (read from the cache)' if d.get('generation_cached') else ''}, "
+            f"split {d['split_s']:.1f} s, bucketing {d['bucketing_s']:.1f} s")
+    if d.get("prepared_cache") == "written":
+        line += f"; prepared data written to the cache in {d['prepared_write_s']:.1f} s"
+    elif d.get("prepared_cache") == "not written":
+        line += "; the prepared data could not be cached"
+    return line
+
+
 def format_report(result: dict) -> str:
     s, d, f, rate = result["shapes"], result["data"], result["flops"], result["matmul_flops_per_s"]
     gathers, bandwidth = result["gather_bytes"], result["gather_bytes_per_s"]
@@ -221,9 +255,7 @@ def format_report(result: dict) -> str:
              f"{result['threads']}, {result['device']}, LSTM {result['lstm_kernel']}",
              f"  data        {s['users']:,} users, {s['items']:,} items, {s['ratings']:,} train ratings, "
              f"{s['user_rows']:,} user steps, {s['item_rows']:,} item steps, {s['eval_ratings']:,} val ratings",
-             f"  prepare     generation {d['generation_s']:.1f} s{' (read from the cache)' if d.get('generation_cached') else ''}, "
-             f"split {d['split_s']:.1f} s, "
-             f"bucketing {d['bucketing_s']:.1f} s"]
+             f"  prepare     {prepare_line(d)}"]
     for i, e in enumerate(result["epochs"]):
         total = e["user_phase_s"] + e["item_phase_s"]
         lines.append(f"  epoch {i}     user phase {e['user_phase_s']:.1f} s, item phase {e['item_phase_s']:.1f} s, "

@@ -232,3 +232,17 @@ def test_setup_frees_the_table_before_the_bucketing(tmp_path, monkeypatch):
     synthetic_data(tmp_path)
     assert seen == [False, False]
 
+
+def test_the_bench_reads_the_prepared_data_on_a_rerun(tmp_path):
+    from rrnx.bench import prepare, prepare_line
+
+    said = []
+    first, timings = prepare("small", "7d", "14d", 0, said.append, tmp_path)
+    assert timings["prepared_cache"] == "written" and not timings["generation_cached"]
+    assert "prepared data written to the cache" in prepare_line(timings)
+    again, timings = prepare("small", "7d", "14d", 0, said.append, tmp_path)
+    assert timings["prepared_cache"] == "read" and "read from the cache" in prepare_line(timings)
+    assert_same_data(first, again)
+    uncached, timings = prepare("small", "7d", "14d", 0, said.append)  # --no-cache
+    assert "cache" not in prepare_line(timings)
+    assert_same_data(first, uncached, truth=False)  # the uncached bench keeps no truth

@@ -30,8 +30,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lstm-kernel", default="auto", choices=["auto", "fused", "torch", "cudnn"],
                         help="RRN's lstm_kernel (docs/rrn.md); default auto: the fused cell on the CPU, cuDNN on CUDA")
     parser.add_argument("--no-cache", action="store_true",
-                        help="generate the data even when rrnx's synthetic-data cache holds it ($RRNX_CACHE or "
-                             "~/.cache/rrnx; default: read it from there, or write it there for the next run)")
+                        help="generate, split and bucket the data even when rrnx's caches hold it ($RRNX_CACHE "
+                             "or ~/.cache/rrnx; default: read the split and bucketed data, else the generated "
+                             "table, from there, and write what was computed there for the next run)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
 
