@@ -4,10 +4,13 @@ epoch of the bench's model (1 thread); each call's peak is read through /proc/se
 
     python scripts/prep_memory.py netflix-full                  # 2-month steps on both sides
     python scripts/prep_memory.py netflix-6m 1d 7d --train      # the bench's 6-month setting
+    python scripts/prep_memory.py netflix-full --cache          # through the prepared-data cache
 
-The table is generated once if rrnx's cache lacks it. Nested calls reset the peak, so a stage's peak
-counts from the last nested call's start. docs/benchmarks.md ("Netflix full: a leaner, faster
-preparation") holds its figures.
+The table is generated once if rrnx's cache lacks it. With --cache the data module's setup() runs, as
+in `rrnx fit` and `rrnx bench`: the first run splits, buckets and writes the prepared data
+(`write_prepared`), a rerun reads it back (`read_prepared`) without loading the table. Nested calls
+reset the peak, so a stage's peak counts from the last nested call's start. docs/benchmarks.md
+("Netflix full: a leaner, faster preparation", "the prepared-data cache") holds its figures.
 """
 
 import argparse
@@ -42,19 +45,33 @@ def staged(name: str, fn):
     return wrapped
 
 
-def prepare(preset: str, user_granularity: str, item_granularity: str):
+def prepare(preset: str, user_granularity: str, item_granularity: str, cache: bool = False):
     split.keep_last_rating = staged("keep_last_rating", split.keep_last_rating)
     split._indexed = staged("_indexed", split._indexed)
     datamodule.time_split = staged("time_split", split.time_split)
     datamodule.build_sequences = staged("build_sequences", datamodule.build_sequences)
-    table, _ = staged("load_synthetic", load_synthetic)({"preset": preset, "seed": 0}, default_cache_dir())
     settings = dict(format="synthetic", synthetic={"preset": preset, "seed": 0}, seed=0,
                     user_granularity=user_granularity, item_granularity=item_granularity, **PRESET_SPLITS[preset])
+    if cache:
+        return prepare_through_the_cache(settings)
+    table, _ = staged("load_synthetic", load_synthetic)({"preset": preset, "seed": 0}, default_cache_dir())
     if not hasattr(datamodule.TemporalDataModule, "from_owned_table"):  # a checkout from before it existed
         return staged("from_table", datamodule.TemporalDataModule.from_table)(table, **settings)
     holder = [table]
     del table
     return staged("from_owned_table", datamodule.TemporalDataModule.from_owned_table)(holder, **settings)
+
+
+def prepare_through_the_cache(settings: dict):
+    """setup() with rrnx's cache dir: the prepared-data cache read back, or computed and written."""
+    cls = datamodule.TemporalDataModule
+    cls.load_table = staged("load_table", cls.load_table)
+    datamodule.read_prepared = staged("read_prepared", datamodule.read_prepared)
+    datamodule.write_prepared = staged("write_prepared", datamodule.write_prepared)
+    data = cls(cache_dir=str(default_cache_dir()), **settings)
+    staged("setup", data.setup)()
+    print(f"prepared data: {data.prepared_cache}", flush=True)
+    return data
 
 
 def train_one_epoch(data) -> None:
@@ -81,8 +98,10 @@ def main() -> None:
     parser.add_argument("user_granularity", nargs="?", default="2mo")
     parser.add_argument("item_granularity", nargs="?", default="2mo")
     parser.add_argument("--train", action="store_true", help="also RRN's attach, state caches and one epoch")
+    parser.add_argument("--cache", action="store_true",
+                        help="prepare through setup() and the prepared-data cache (read back, or written)")
     args = parser.parse_args()
-    data = prepare(args.preset, args.user_granularity, args.item_granularity)
+    data = prepare(args.preset, args.user_granularity, args.item_granularity, args.cache)
     if args.train:
         train_one_epoch(data)
 
