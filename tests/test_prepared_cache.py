@@ -170,6 +170,20 @@ def test_a_leftover_temp_directory_is_never_read(tmp_path):
     assert_same_data(first, again)
 
 
+def test_an_entry_another_run_published_meanwhile_is_kept(tmp_path):
+    data = synthetic_data(tmp_path)
+    theirs = entry(tmp_path)
+    (theirs / "marker").write_text("")
+    stored = prepared.Prepared(data.split, data.user_steps, data.item_steps, data.rating_range,
+                               data.rating_mean, data.truth)
+    key = theirs.name.removeprefix("prepared-")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepared.write_prepared(tmp_path, key, stored)  # lost the race: theirs stays, ours goes
+    assert (entry(tmp_path) / "marker").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 @pytest.mark.filterwarnings("ignore:cannot write the parse cache")
 def test_an_unwritable_cache_dir_costs_speed_not_the_run(tmp_path):
     blocker = tmp_path / "a-file"

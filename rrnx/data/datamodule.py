@@ -18,7 +18,7 @@ import torch
 from lightning.fabric.utilities.data import AttributeDict
 
 from rrnx.data.batches import Batches
-from rrnx.data.prepared import Prepared, prepared_key, read_prepared, write_prepared
+from rrnx.data.prepared import Prepared, entry_path, prepared_key, read_prepared, write_prepared
 from rrnx.data.sources import resolve_source
 from rrnx.data.split import Split, time_split, to_timestamp
 from rrnx.data.steps import Granularity, StepSequences, build_sequences, link_sides
@@ -104,7 +104,8 @@ class TemporalDataModule:
         if self.split is not None:
             return
         parse_key, key = self._cache_keys()
-        if key is not None and self._read_prepared(key):
+        found = key is not None and entry_path(self.cache_dir, key).exists()
+        if found and self._read_prepared(key):
             return
         start = time.perf_counter()
         holder = [self.load_table(parse_key)]  # the only reference: _build frees the table once split
@@ -112,7 +113,7 @@ class TemporalDataModule:
         self._build(holder.pop())
         self.prepare_seconds["table"] = table_seconds
         if key is not None:
-            self._write_prepared(key)
+            self._write_prepared(key, replace=found)  # found but not read: damaged
 
     def _cache_keys(self) -> tuple[str | None, str | None]:
         """(the file's parse-cache key, the prepared-data key); None where there is none (no path: then
@@ -142,11 +143,12 @@ class TemporalDataModule:
         self.prepared_cache = "read"
         return True
 
-    def _write_prepared(self, key: str) -> None:
+    def _write_prepared(self, key: str, replace: bool) -> None:
         """Store what _build computed for the next run (a cache that cannot be written is a warning)."""
         start = time.perf_counter()
-        written = write_prepared(self.cache_dir, key, Prepared(self.split, self.user_steps, self.item_steps,
-                                                               self.rating_range, self.rating_mean, self.truth))
+        prepared = Prepared(self.split, self.user_steps, self.item_steps, self.rating_range, self.rating_mean,
+                            self.truth)
+        written = write_prepared(self.cache_dir, key, prepared, replace)
         self.prepare_seconds["write"] = time.perf_counter() - start
         self.prepared_cache = "written" if written else "not written"
 

@@ -19,7 +19,7 @@ written costs speed, never the run (as in cache.py).
 
 Reading maps the files copy-on-write (`np.load(mmap_mode="c")`) and touches each page once: the
 arrays are the page cache's pages, not fresh memory filled by a copy (on the 2-core VM a fresh GiB
-costs 1-2.5 s of page faults, a mapped one about 0.05 s), and they are still plain writable arrays: a
+costs 1-2.5 s of page faults, a mapped one about 0.03 s), and they are still plain writable arrays: a
 write goes to a private copy of its page, never to the file, and torch.from_numpy takes them without
 a warning. Entries are never rewritten in place (a new one replaces a damaged one by rename), so a
 mapped file does not change under a run.
@@ -83,8 +83,10 @@ def entry_path(cache_dir, key: str) -> Path:
 
 
 # ---------------------------------------------------------------- writing
-def write_prepared(cache_dir, key: str, prepared: Prepared) -> bool:
-    """Store `prepared` under its key; False (with one warning, nothing left behind) when it cannot."""
+def write_prepared(cache_dir, key: str, prepared: Prepared, replace: bool = False) -> bool:
+    """Store `prepared` under its key; False (with one warning, nothing left behind) when it cannot.
+    `replace`: the entry there was found unreadable, so it goes; otherwise an entry found in place
+    was published by another run meanwhile (same key, same data) and is kept."""
     final = entry_path(cache_dir, key)
     try:
         arrays, meta = _flatten(prepared)
@@ -102,7 +104,7 @@ def write_prepared(cache_dir, key: str, prepared: Prepared) -> bool:
         if prepared.truth is not None:
             (temp / "truth.json").write_text(json.dumps(prepared.truth))
         (temp / "meta.json").write_text(json.dumps(meta))  # last: its presence says the rest is complete
-        _publish(temp, final)
+        _publish(temp, final, replace)
         return True
     except OSError:
         warnings.warn(f"cannot write the prepared-data cache in {cache_dir}; the next run splits and buckets "
@@ -113,10 +115,10 @@ def write_prepared(cache_dir, key: str, prepared: Prepared) -> bool:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def _publish(temp: Path, final: Path) -> None:
-    """Rename the finished directory into place, first moving aside an entry found damaged; another
-    run that published the same key in the meantime wins (its entry holds the same data)."""
-    if final.exists():
+def _publish(temp: Path, final: Path, replace: bool) -> None:
+    """Rename the finished directory into place, first moving aside the damaged entry it replaces;
+    another run that published the same key in the meantime wins (its entry holds the same data)."""
+    if replace and final.exists():
         trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
         os.replace(final, trash / "entry")
         shutil.rmtree(trash, ignore_errors=True)
