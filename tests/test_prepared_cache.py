@@ -217,6 +217,26 @@ def test_a_full_disk_leaves_no_partial_entry(tmp_path, monkeypatch):
     assert_same_data(data, synthetic_data(tmp_path))
 
 
+def test_data_the_cache_cannot_hold_is_prepared_anyway(tmp_path, monkeypatch):
+    real_flatten = prepared._flatten
+
+    def mixed_ids(stored):
+        stored.split.user_ids = stored.split.user_ids.astype(object)
+        stored.split.user_ids[0] = 1.5  # ids of mixed types: .npy would need a pickle
+        return real_flatten(stored)
+
+    monkeypatch.setattr(prepared, "_flatten", mixed_ids)
+    with pytest.warns(UserWarning, match="cannot store this data"):
+        assert synthetic_data(tmp_path).prepared_cache == "not written"
+    monkeypatch.setattr(prepared, "_flatten", real_flatten)
+    with pytest.warns(UserWarning, match="cannot store this data"):  # a truth that is not JSON
+        data = TemporalDataModule.from_table(ratings_frame(), {"when": object()}, test_start=CSV_TEST_START)
+        stored = prepared.Prepared(data.split, data.user_steps, data.item_steps, data.rating_range,
+                                   data.rating_mean, data.truth)
+        assert not prepared.write_prepared(tmp_path, "k", stored)
+    assert [p.name for p in tmp_path.iterdir() if "prepared-k" in p.name] == []
+
+
 def test_a_table_in_memory_is_never_cached(tmp_path):
     data = TemporalDataModule.from_table(ratings_frame(), test_start=CSV_TEST_START, cache_dir=str(tmp_path))
     assert data.prepared_cache is None and list(tmp_path.iterdir()) == []

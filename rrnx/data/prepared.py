@@ -110,6 +110,10 @@ def write_prepared(cache_dir, key: str, prepared: Prepared, replace: bool = Fals
         warnings.warn(f"cannot write the prepared-data cache in {cache_dir}; the next run splits and buckets "
                       "the data again", stacklevel=3)
         return False
+    except (TypeError, ValueError) as error:  # e.g. a truth that is not JSON: speed lost, never the run
+        warnings.warn(f"the prepared-data cache cannot store this data ({error}); the next run splits and "
+                      "buckets it again", stacklevel=3)
+        return False
     finally:
         if temp is not None and temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
