@@ -32,20 +32,13 @@ import torch
 
 from rrnx.report.exogenous import events_from_truth
 from rrnx.report.trace import date_ts, item_indices
-from rrnx.run import load_trained
+from item_residuals import item_residuals
 
 DECAYS, KAPPA = (0.5, 0.8, 0.9, 0.97), 10.0
 
 run, wide = sys.argv[1], len(sys.argv) > 2 and sys.argv[2] == "wide"
 torch.manual_seed(0)
-recipe, metrics, data, model = load_trained(run)
-model.attach(data)
-seqs = model._sides["item"]
-with torch.no_grad():
-    count = seqs.rating_offsets[1:] - seqs.rating_offsets[:-1]  # (rows,)
-    row_of = torch.repeat_interleave(torch.arange(seqs.n_active), count)  # (N,)
-    item_of = torch.repeat_interleave(torch.arange(seqs.n_entities), seqs.lengths)[row_of]  # (N,)
-    residual = (seqs.value - model._stationary_score(seqs.other, item_of)).numpy()  # (N,)
+data, model, seqs, count, row_of, item_of, residual = item_residuals(run)  # (N,) around the stationary part
 rows = row_of.numpy()
 S = np.bincount(rows, residual, minlength=seqs.n_active)  # (rows,) residual sum per item step
 Q = np.bincount(rows, residual ** 2, minlength=seqs.n_active)

@@ -22,21 +22,11 @@ import torch
 
 from rrnx.report.exogenous import events_from_truth
 from rrnx.report.trace import date_ts, item_indices
-from rrnx.run import load_trained
+from item_residuals import item_residuals
 
 run, full = sys.argv[1], len(sys.argv) > 2 and sys.argv[2] == "full"
-recipe, metrics, data, model = load_trained(run)
-model.attach(data)
-seqs = model._sides["item"]
+data, model, seqs, count, row_of, item_of, residual = item_residuals(run, full)
 with torch.no_grad():
-    count = seqs.rating_offsets[1:] - seqs.rating_offsets[:-1]  # (rows,)
-    row_of = torch.repeat_interleave(torch.arange(seqs.n_active), count)  # (N,)
-    item_of = torch.repeat_interleave(torch.arange(seqs.n_entities), seqs.lengths)[row_of]  # (N,)
-    if full:
-        predicted = model.phase_forward("item", torch.arange(seqs.n_entities), model._cached_states("user")[0])[0]
-    else:
-        predicted = model._stationary_score(seqs.other, item_of)
-    residual = (seqs.value - predicted).numpy()
     val = data.split.frame("val")
     batch = {"user": torch.tensor(val["user_idx"].to_numpy()), "item": torch.tensor(val["item_idx"].to_numpy())}
     val_pred = model.predict_ratings(batch) if full else model._stationary_score(batch["user"], batch["item"])
