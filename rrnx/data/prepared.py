@@ -88,15 +88,10 @@ def write_prepared(cache_dir, key: str, prepared: Prepared, replace: bool = Fals
     `replace`: the entry there was found unreadable, so it goes; otherwise an entry found in place
     was published by another run meanwhile (same key, same data) and is kept."""
     final = entry_path(cache_dir, key)
-    try:
-        arrays, meta = _flatten(prepared)
-    except _Unstorable as reason:
-        warnings.warn(f"the prepared-data cache cannot store this data ({reason}); the next run splits and "
-                      "buckets it again", stacklevel=3)
-        return False
-    meta["key"] = key
     temp = None
     try:
+        arrays, meta = _flatten(prepared)
+        meta["key"] = key
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{final.name}.", suffix=".tmp"))
         for name, array in arrays.items():
@@ -110,7 +105,7 @@ def write_prepared(cache_dir, key: str, prepared: Prepared, replace: bool = Fals
         warnings.warn(f"cannot write the prepared-data cache in {cache_dir}; the next run splits and buckets "
                       "the data again", stacklevel=3)
         return False
-    except (TypeError, ValueError) as error:  # e.g. a truth that is not JSON: speed lost, never the run
+    except (_Unstorable, TypeError, ValueError) as error:  # e.g. mixed-type ids, a truth that is not JSON
         warnings.warn(f"the prepared-data cache cannot store this data ({error}); the next run splits and "
                       "buckets it again", stacklevel=3)
         return False
