@@ -29,9 +29,11 @@ TOLERANCE = 1e-5
 # One model per way of combining the ranks: DDP's reducer over sparse gradients (pmf; timesvdpp and biasedmf
 # take the same path, measured in docs/scaling.md), sums reduced by the model (bias), RRN's phases. RRN's
 # 29 users per batch leave a batch of 1 user of the tiny data's 30: rank 1's part of it is empty.
+# rrn-parts: each rank runs its part of a batch in parts of about 25 ratings (RRN's part_ratings).
 MODELS = {"pmf": [], "bias": [],
           "rrn": ["--model.pretrain_epochs=1", "--model.user_batch_size=29", "--model.item_batch_size=3",
                   "--model.biases=true"]}
+MODELS["rrn-parts"] = [*MODELS["rrn"], "--model.part_ratings=25"]
 
 
 def ddp_fit(args: list[str], out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -65,7 +67,7 @@ def test_shards_cut_each_global_batch_and_cover_every_row_once():
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_two_processes_train_what_one_trains(model, tmp_path):
-    recipe = tiny_csv_recipe(tmp_path, model=model)
+    recipe = tiny_csv_recipe(tmp_path, model=model.split("-")[0])
     overrides = [*SETTINGS, *MODELS[model]]
     alone = one_process_fit(recipe, overrides, tmp_path / "one")
     done = ddp_fit([str(recipe), *overrides, *DDP], tmp_path / "two")

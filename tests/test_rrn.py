@@ -339,6 +339,52 @@ def test_bias_reg_shrinks_the_biases_per_entity(tmp_path):
     assert spread[None] > 0.05 and spread[1e4] < 0.1 * spread[None], spread
 
 
+# ---------------------------------------------------------------------------- memory-bounded batches
+
+def batch_gradients(model, side, entities, other_before) -> tuple[torch.Tensor, list]:
+    """The mean squared error _batch_backward returns and every gradient it leaves, dense."""
+    model.zero_grad(set_to_none=True)
+    mse = model._batch_backward(side, entities, other_before)
+    grads = [p.grad.to_dense() if p.grad is not None and p.grad.is_sparse else p.grad for p in model.parameters()]
+    return mse.detach(), grads
+
+
+@pytest.mark.parametrize("config", ["paper", "recipe"])
+def test_a_batch_run_in_rating_bounded_parts_has_the_whole_batchs_gradients(tmp_path, config):
+    from rrnx.models.rrn.sequences import entity_ratings, rating_bounded_parts
+
+    data = datamodule(tmp_path, tiny_ratings())
+    for side in ("user", "item"):
+        whole, split = (tiny_model(data, part_ratings=budget, **CONFIGS[config]) for budget in (None, 40))
+        for model in (whole, split):
+            model.manual_backward = lambda loss: loss.backward()  # outside a trainer
+        seqs = whole._sides[side]
+        entities = torch.randperm(seqs.n_entities, generator=torch.Generator().manual_seed(1))
+        parts = rating_bounded_parts(seqs, entities, 40)
+        counts = [int(entity_ratings(seqs, part).sum()) for part in parts]
+        assert len(parts) > 3 and torch.equal(torch.cat(parts), entities)
+        assert all(c <= 40 + int(entity_ratings(seqs, part).max()) for c, part in zip(counts, parts))
+        other_before, _ = whole._cached_states("item" if side == "user" else "user")
+        mse, grads = batch_gradients(whole, side, entities, other_before)
+        mse_parts, grads_parts = batch_gradients(split, side, entities, other_before)
+        assert torch.allclose(mse, mse_parts, rtol=1e-5)
+        trained = [(a, b) for a, b in zip(grads, grads_parts) if a is not None]
+        assert len(trained) >= 8 and all(b is not None for a, b in zip(grads, grads_parts) if a is not None)
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in trained)
+
+
+def test_no_grad_passes_bounded_by_ratings_give_the_same_states(tmp_path):
+    data = datamodule(tmp_path, tiny_ratings())
+    model = tiny_model(data)
+    for side in ("user", "item"):
+        seqs = model._sides[side]
+        model.hparams.eval_batch_ratings = 10**9
+        whole, _ = model._states_after_rows(side, seqs, torch.arange(seqs.n_entities))
+        model.hparams.eval_batch_ratings = 30  # a batch per entity or two
+        bounded, _ = model._states_after_rows(side, seqs, torch.arange(seqs.n_entities))
+        assert torch.allclose(whole, bounded, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------- end to end
 
 @pytest.mark.slow
@@ -371,3 +417,14 @@ def test_packed_lstm_matches_torch_lstm_values_and_gradients(kernel):
         ours_grads = torch.autograd.grad((ours * weights).sum(), [*lstm.parameters(), *seqs])
         assert torch.allclose(ours, reference.data, atol=1e-6)
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, ours_grads))
+
+
+@pytest.mark.parametrize("n, chunk", [(0, 3), (1, 3), (2, 1), (7, 3), (9, 3), (9, 100)])
+def test_shift_rows_down_in_place_matches_a_copy(n, chunk):
+    from rrnx.models.rrn.states import shift_rows_down_
+
+    table = torch.arange(n * 2, dtype=torch.float32).reshape(n, 2)
+    expected = table.clone()
+    expected[1:] = table[:-1].clone()
+    shifted = shift_rows_down_(table, chunk)
+    assert shifted.data_ptr() == table.data_ptr() and torch.equal(shifted, expected)

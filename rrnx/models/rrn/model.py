@@ -26,8 +26,9 @@ from rrnx.distributed import all_reduce_sum_, broadcast_from_rank0_
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm
-from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, gather, length_sorted_batches, pack,
-                                       permute_rows, take_rows, training_sides)
+from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, entity_ratings, gather,
+                                       length_sorted_batches, pack, permute_rows, rating_bounded_parts, take_rows,
+                                       training_sides)
 from rrnx.models.rrn.states import RRNStates
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
@@ -125,6 +126,13 @@ class RRN(RRNStates, RatingModel):
         biases: add stationary per-user and per-item biases to eq. (7).
         init_std: standard deviation of the stationary factors' initialisation.
         eval_batch_rows: active steps per batch in the no-grad passes (caches, evaluation).
+        eval_batch_ratings: at most about this many ratings per batch of the no-grad passes (at Netflix-full
+            scale 200k item steps hold ~38M ratings; docs/benchmarks.md).
+        part_ratings: a training batch with more ratings than this runs its forward and backward in
+            consecutive parts of about this many ratings, each loss divided by the whole batch's rating
+            count, so that their gradients add up to the batch's: the same step (eq. 8 over the batch), up
+            to float summation order, in bounded memory (the item phase's heaviest batches hold millions of
+            ratings at full scale). None: always the whole batch at once.
         step_stats: beyond the paper, off by default: append to each row's context columns of
             eq. (5) two statistics of the step's own ratings (like x_t): their mean (True or "mean":
             the mean rating minus the training mean; "residual": the mean of rating minus the
@@ -178,7 +186,8 @@ class RRN(RRNStates, RatingModel):
                  user_batch_size: int = 256, item_batch_size: int = 64,
                  rating_input: Literal["scaled", "raw"] = "scaled", input_norm: Literal["sum", "sqrt", "mean"] = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
-                 eval_batch_rows: int = 200_000, step_stats: bool | Literal["mean", "residual"] = False, dynamic_bias: bool = False,
+                 eval_batch_rows: int = 200_000, eval_batch_ratings: int = 8_000_000,
+                 part_ratings: int | None = 1_000_000, step_stats: bool | Literal["mean", "residual"] = False, dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
                  forget_bias: float = 0.0, bias_reg: float | None = None, lstm_kernel: str = "auto",
                  wallclock: bool | Literal["user", "item"] = True):
@@ -387,15 +396,37 @@ class RRN(RRNStates, RatingModel):
         if "global_entities" in batch:  # this rank's part of a global batch (PhaseBatches.shard, under DDP)
             mse = self._part_backward(side, batch, other_before)
         else:
-            pred, target, reg = self.phase_forward(side, batch["entities"], other_before)
-            mse = torch.mean((pred - target) ** 2)  # eq. (8)
-            self.manual_backward(mse + reg)
+            mse = self._batch_backward(side, batch["entities"], other_before)
         net_opt.step()
         stationary_opt.step()
         self.log(TRAIN_LOSS, mse, prog_bar=True, batch_size=len(batch["entities"]))
         if self.device.type == "cuda":  # CUDA queues kernels: the phase clock stops when they have run (one
             torch.cuda.synchronize(self.device)  # wait per optimizer step, not per LSTM step)
         self._phase_seconds[side] += time.perf_counter() - start
+
+    def _batch_backward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor) -> torch.Tensor:
+        """Backward of eq. (8) over a batch of `entities`; returns its mean squared error. A batch of more
+        than `part_ratings` ratings runs in parts (see _backward_parts)."""
+        parts = rating_bounded_parts(self._sides[side], entities, self.hparams.part_ratings)
+        if len(parts) == 1:
+            pred, target, reg = self.phase_forward(side, entities, other_before)
+            mse = torch.mean((pred - target) ** 2)  # eq. (8)
+            self.manual_backward(mse + reg)
+            return mse
+        n = int(entity_ratings(self._sides[side], entities).sum())
+        return self._backward_parts(side, parts, other_before, n) / n
+
+    def _backward_parts(self, side: str, parts: list, other_before: torch.Tensor, n: int) -> torch.Tensor:
+        """Backward of each part's squared errors and L2 terms divided by `n`, the rating count of the batch
+        the parts make up: the gradients accumulate to those of eq. (8) over the whole batch, while only one
+        part's per-rating tensors are alive at a time. Returns the parts' summed squared error."""
+        squared_sum = torch.zeros((), device=other_before.device)
+        for part in parts:
+            pred, target, reg = self.phase_forward(side, part, other_before, n)
+            squared = ((pred - target) ** 2).sum()
+            self.manual_backward(squared / n + reg)
+            squared_sum += squared.detach()
+        return squared_sum
 
     def _part_backward(self, side: str, batch: dict, other_before: torch.Tensor) -> torch.Tensor:
         """Backward of this rank's part of a global batch, leaving every rank the gradients of the whole
@@ -408,10 +439,9 @@ class RRN(RRNStates, RatingModel):
         n_global = int((seqs.rating_offsets[seqs.offsets[everyone + 1]] - seqs.rating_offsets[seqs.offsets[everyone]]).sum())
         net = self._net(side)
         if len(entities):
-            pred, target, reg = self.phase_forward(side, entities, other_before, n_global)
-            squared = ((pred - target) ** 2).sum()
-            self.manual_backward(squared / n_global + reg)
-            mse = squared.detach() / len(pred)
+            parts = rating_bounded_parts(seqs, entities, self.hparams.part_ratings)
+            squared = self._backward_parts(side, parts, other_before, n_global)
+            mse = squared / entity_ratings(seqs, entities).sum()
         else:  # a global batch with fewer entities than ranks: this rank adds nothing, but takes part
             self.manual_backward(sum(p.sum() for p in net.parameters()) * 0.0)
             mse = torch.zeros((), device=other_before.device)

@@ -192,13 +192,38 @@ def length_sorted_batches(lengths: torch.Tensor, batch_size: int, generator: tor
     return batches
 
 
-def row_budget_batches(lengths: torch.Tensor, max_rows: int) -> list:
-    """Indices into `lengths`, sorted by length and cut into batches of about max_rows rows
-    (the no-grad passes: large batches keep the LSTM matmuls large)."""
+def row_budget_batches(lengths: torch.Tensor, max_rows: int, ratings: torch.Tensor | None = None,
+                       max_ratings: int | None = None) -> list:
+    """Indices into `lengths`, sorted by length and cut into batches of about max_rows rows and, given
+    each entity's rating count `ratings`, about max_ratings ratings (the no-grad passes: large batches
+    keep the LSTM matmuls large; the rating budget bounds their per-rating intermediates)."""
     order = torch.argsort(lengths, stable=True)
     cut = torch.div(torch.cumsum(lengths[order], 0) - 1, max_rows, rounding_mode="floor")  # non-decreasing
+    if ratings is not None and max_ratings is not None:
+        by_ratings = torch.div(torch.cumsum(ratings[order], 0) - 1, max_ratings, rounding_mode="floor")
+        cut = torch.maximum(cut, by_ratings)  # still non-decreasing: a batch ends at either budget
     counts = torch.bincount(cut)
     return list(order.split(counts[counts > 0].tolist()))
+
+
+def entity_ratings(side: SideTensors, entities: torch.Tensor) -> torch.Tensor:
+    """Training ratings of each of `entities`, (B,) int64."""
+    return side.rating_offsets[side.offsets[entities + 1]] - side.rating_offsets[side.offsets[entities]]
+
+
+def rating_bounded_parts(side: SideTensors, entities: torch.Tensor, max_ratings: int | None) -> list:
+    """`entities` cut, in their order, into consecutive parts of at most about max_ratings training
+    ratings (a part ends once it reaches the budget, so it holds at most max_ratings plus one entity's
+    ratings); one part when the batch fits or max_ratings is None."""
+    if max_ratings is None or len(entities) <= 1:
+        return [entities]
+    counts = entity_ratings(side, entities)  # (B,)
+    if int(counts.sum()) <= max_ratings:
+        return [entities]
+    start = torch.cumsum(counts, 0) - counts  # (B,) ratings before each entity in the batch
+    part = torch.div(start, max_ratings, rounding_mode="floor")  # (B,) non-decreasing
+    sizes = torch.unique_consecutive(part, return_counts=True)[1]
+    return list(entities.split(sizes.tolist()))
 
 
 def ratings_frame_arrays(ratings: pd.DataFrame) -> tuple[np.ndarray, ...]:

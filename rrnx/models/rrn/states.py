@@ -15,9 +15,20 @@ import torch
 
 from rrnx.distributed import all_gather_rows, process_group_share
 from rrnx.errors import RrnxError
-from rrnx.models.rrn.sequences import (SideTensors, extended_side, gather, ratings_frame_arrays, row_budget_batches,
-                                       take_rows)
+from rrnx.models.rrn.sequences import (SideTensors, entity_ratings, extended_side, gather, ratings_frame_arrays,
+                                       row_budget_batches, take_rows)
 from rrnx.models.sparse import ranges
+
+
+def shift_rows_down_(table: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
+    """table[1:] = table[:-1] in place (row 0 keeps its value), from the end one chunk at a time, so
+    that no second (n, D) table is alive: at Netflix-full scale the user side's is 0.8 GiB."""
+    end = len(table)
+    while end > 1:
+        start = max(end - chunk, 1)
+        table[start:end] = table[start - 1:end - 1].clone()  # the source rows are not yet overwritten
+        end = start
+    return table
 
 
 class RRNStates:
@@ -37,7 +48,9 @@ class RRNStates:
             local_start = torch.cumsum(lengths, 0) - lengths  # (K,)
             after = torch.empty(int(lengths.sum()), self._net(side).project.out_features,
                                 device=lengths.device)  # (R, D)
-            for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows):
+            ratings = entity_ratings(seqs, entities)  # (K,)
+            for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows, ratings,
+                                            self.hparams.eval_batch_ratings):
                 batch = gather(seqs, entities[chunk])
                 hidden = self._hidden(net, seqs, batch)  # (R_b, H)
                 after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
@@ -76,10 +89,9 @@ class RRNStates:
         after = self._states_after_all_rows(side, seqs)  # (n_active, D)
         first = seqs.features[:, 0] > 0  # 1_newbie marks each entity's first row
         with torch.inference_mode(False), torch.no_grad():
-            before = torch.empty_like(after)  # (n_active, D): the state after the previous row ...
-            before[1:] = after[:-1]
+            final = take_rows(after, seqs.offsets[1:] - 1)  # (n_entities, D)
+            before = shift_rows_down_(after)  # (n_active, D): the state after the previous row ...
             before[first] = self._net(side).project.bias  # ... or the initial state for a first row
-        final = take_rows(after, seqs.offsets[1:] - 1)  # (n_entities, D)
         self._state_cache[side] = (version, before, final)
         return before, final
 
