@@ -91,7 +91,10 @@ def test_linked_sides_give_each_rating_its_row_on_the_other_side():
                                                   return_order=True)
     items, item_row, item_order = build_sequences("item", item, user, value, ts, 20, Granularity.parse("7d", T0),
                                                   return_order=True)
-    link_sides(users, user_row, user_order, items, item_row, item_order)
+    bucketed = {"user": (user_row, user_order), "item": (item_row, item_order)}
+    link_sides(users, items, bucketed)
+    assert bucketed == {} and users.other_row.dtype == items.other_row.dtype == np.int64
+    assert user_row.dtype == user_order.dtype == np.int32  # the bucketing's per-rating temporaries, halved
     # the reference: each side's ratings in its own order are the ratings sorted stably by its row
     assert np.array_equal(users.other_row, item_row[np.argsort(user_row, kind="stable")])
     assert np.array_equal(items.other_row, user_row[np.argsort(item_row, kind="stable")])

@@ -136,12 +136,15 @@ class TemporalDataModule:
         prepared = read_prepared(self.cache_dir, key)
         if prepared is None:
             return False
-        self.split, self.user_steps, self.item_steps = prepared.split, prepared.user_steps, prepared.item_steps
-        self.user_granularity, self.item_granularity = self.user_steps.granularity, self.item_steps.granularity
-        self.rating_range, self.rating_mean, self.truth = prepared.rating_range, prepared.rating_mean, prepared.truth
+        self._adopt(prepared)
         self.prepare_seconds = {"read": time.perf_counter() - start}
         self.prepared_cache = "read"
         return True
+
+    def _adopt(self, prepared: Prepared) -> None:
+        self.split, self.user_steps, self.item_steps = prepared.split, prepared.user_steps, prepared.item_steps
+        self.user_granularity, self.item_granularity = self.user_steps.granularity, self.item_steps.granularity
+        self.rating_range, self.rating_mean, self.truth = prepared.rating_range, prepared.rating_mean, prepared.truth
 
     def _write_prepared(self, key: str, replace: bool) -> None:
         """Store what _build computed for the next run (a cache that cannot be written is a warning)."""
@@ -165,12 +168,12 @@ class TemporalDataModule:
         self.item_granularity = Granularity.parse(hp.item_granularity, origin, "item_granularity")
         u, i = train["user_idx"].to_numpy(), train["item_idx"].to_numpy()
         r, ts = train["rating"].to_numpy(np.float32), train["timestamp"].to_numpy(np.int64)
-        self.user_steps, *user = build_sequences("user", u, i, r, ts, self.split.n_users, self.user_granularity,
-                                                 return_order=True)
-        self.item_steps, *item = build_sequences("item", i, u, r, ts, self.split.n_items, self.item_granularity,
-                                                 return_order=True)
-        link_sides(self.user_steps, *user, self.item_steps, *item)
-        del user, item
+        bucketed = {}  # side -> (each rating's row, the sequences' order), int32 where they fit
+        self.user_steps, *bucketed["user"] = build_sequences("user", u, i, r, ts, self.split.n_users,
+                                                             self.user_granularity, return_order=True)
+        self.item_steps, *bucketed["item"] = build_sequences("item", i, u, r, ts, self.split.n_items,
+                                                             self.item_granularity, return_order=True)
+        link_sides(self.user_steps, self.item_steps, bucketed)  # frees each array once spent
         self.rating_range = (float(r.min()), float(r.max()))
         self.rating_mean = float(r.mean())
         self.prepare_seconds = {"split": split_seconds, "bucketing": time.perf_counter() - start - split_seconds}
