@@ -342,21 +342,31 @@ def _sample_events(rng, world: _World, n_ratings: int, days: int, eff: dict):
     """n_ratings distinct (user, item) pairs with their day; duplicates are redrawn."""
     n_items = len(world.popularity)
     table, bin_days = _item_table(world, days, eff)
-    user, item, day = (np.empty(0, np.int64) for _ in range(3))
+    # one (n,) int64 array at a time is copied and its source freed: at Netflix-full scale (110M draws)
+    # each weighs 0.9 GB, and keeping all three sources next to their copies took the generator to 10 GiB
+    events = [np.empty(0, np.int64) for _ in range(3)]  # user, item, day
     for _ in range(20):  # a few rounds; each round only tops up the deficit
-        deficit = n_ratings - len(user)
+        deficit = n_ratings - len(events[0])
         if deficit <= 0:
             break
-        new = _draw_events(rng, world, int(deficit * 1.1) + 16, days, table, bin_days)
-        user, item, day = (np.concatenate([a, b]) for a, b in zip((user, item, day), new))
-        _, first = np.unique(user * n_items + item, return_index=True)
+        new = list(_draw_events(rng, world, int(deficit * 1.1) + 16, days, table, bin_days))
+        for k in range(3):  # what np.concatenate([old, new]) gives, without copying the first round's draws
+            events[k] = np.concatenate([events[k], new[k]]) if len(events[k]) else new[k]
+            new[k] = None
+        _, first = np.unique(events[0] * n_items + events[1], return_index=True)
         first.sort()  # keep draw order so the subsample below is seed-determined
-        user, item, day = user[first], item[first], day[first]
-    if len(user) < n_ratings:
+        _take(events, first)
+    if len(events[0]) < n_ratings:
         raise RecipeError(f"synthetic: could not place n_ratings={n_ratings} distinct (user, item) pairs; "
                           "lower n_ratings or raise n_users/n_items")
-    keep = np.sort(rng.choice(len(user), size=n_ratings, replace=False))
-    return user[keep], item[keep], day[keep]
+    _take(events, np.sort(rng.choice(len(events[0]), size=n_ratings, replace=False)))
+    return tuple(events)
+
+
+def _take(arrays: list, index: np.ndarray) -> None:
+    """arrays[k] = arrays[k][index] for each k, one at a time (each source freed before the next copy)."""
+    for k in range(len(arrays)):
+        arrays[k] = arrays[k][index]
 
 
 # ----------------------------------------------------------------------------- ratings
@@ -452,18 +462,34 @@ def _generate(n_users, n_items, n_ratings, start, days, seed, **effects) -> tupl
     world = _draw_world(rng, n_users, n_items, days, start, eff)
     user, item, day = _sample_events(rng, world, n_ratings, days, eff)
     signal = _signal(world, user, item, day, start, days, eff)
-    value = signal + rng.normal(0, eff["noise_sd"], len(signal))
+    # (n,) float64 arrays at Netflix-full scale weigh 0.8 GB each: every step below works in place and
+    # frees what it has spent (the same values as the expressions in the comments, bit for bit)
+    value = rng.normal(0, eff["noise_sd"], len(signal))
+    value += signal  # value = signal + noise
     low, high = eff["rating_scale"]
     if (low, high) != (1, 5):  # stretch 1..5 onto the scale; 1..5 itself is left bit-for-bit as it was
         signal, value = (low + (x - 1) * (high - low) / 4 for x in (signal, value))
-    rating = np.clip(np.rint(value), low, high)
-    noise_floor = float(np.sqrt(np.mean((np.clip(signal, low, high) - rating) ** 2)))
+    rating = np.rint(value, out=value)  # rating = clip(rint(value), low, high)
+    np.clip(rating, low, high, out=rating)
+    del value
+    error = np.clip(signal, low, high, out=signal)  # noise floor = sqrt(mean((clip(signal) - rating) ** 2))
+    del signal
+    error -= rating
+    np.square(error, out=error)
+    noise_floor = float(np.sqrt(np.mean(error)))
+    del error
     order = np.argsort(day, kind="stable")
     start_s = int(np.datetime64(start, "s").astype(np.int64))
-    table = pd.DataFrame({
-        "user": user_ids(user[order]), "item": item_ids(item[order]),
-        "rating": rating[order].astype(np.float32),
-        "timestamp": start_s + day[order].astype(np.int64) * SECONDS_PER_DAY})
+    columns = {"user": user_ids(user[order])}
+    del user
+    columns["item"] = item_ids(item[order])
+    del item
+    columns["rating"] = rating[order].astype(np.float32)
+    del rating
+    columns["timestamp"] = start_s + day[order].astype(np.int64) * SECONDS_PER_DAY
+    del day, order
+    table = pd.DataFrame(columns, copy=False)
+    del columns
     params = {"n_users": n_users, "n_items": n_items, "n_ratings": n_ratings, "start": start,
               "days": days, "seed": seed, **eff}
     return table, _truth(world, params, eff, start, round(noise_floor, 6)), world
