@@ -23,8 +23,9 @@ copy (on the 2-core VM a fresh GiB costs 1-2.5 s of page faults, a mapped one ab
 page enters the process's resident memory only when something reads it: at Netflix-full scale the
 bench's epoch never reads the train frame's columns (4 GiB), which a copy, or touching every page,
 would have made resident. They are still plain writable arrays: a write goes to a private copy of its
-page, never to the file, and torch.from_numpy takes them without a warning. Entries are never rewritten in place (a new one replaces a damaged one by rename), so a
-mapped file does not change under a run.
+page, never to the file, and torch.from_numpy takes them without a warning. Entries are never
+rewritten in place (a new one replaces a damaged one by rename), so a mapped file does not change
+under a run.
 """
 
 from __future__ import annotations

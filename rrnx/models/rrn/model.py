@@ -127,7 +127,7 @@ class RRN(RRNStates, RatingModel):
         init_std: standard deviation of the stationary factors' initialisation.
         eval_batch_rows: active steps per batch in the no-grad passes (caches, evaluation).
         eval_batch_ratings: at most about this many ratings per batch of the no-grad passes (at Netflix-full
-            scale 200k item steps hold ~38M ratings; docs/benchmarks.md).
+            scale 200k item steps hold ~42M ratings; docs/benchmarks.md).
         part_ratings: a training batch with more ratings than this runs its forward and backward in
             consecutive parts of about this many ratings, each loss divided by the whole batch's rating
             count, so that their gradients add up to the batch's: the same step (eq. 8 over the batch), up
@@ -436,7 +436,7 @@ class RRN(RRNStates, RatingModel):
         one rank whose part holds its entity, and the rows' gradients are exchanged over the global batch's
         entities, so every rank takes the same SGD step on the same rows."""
         seqs, entities, everyone = self._sides[side], batch["entities"], batch["global_entities"]
-        n_global = int((seqs.rating_offsets[seqs.offsets[everyone + 1]] - seqs.rating_offsets[seqs.offsets[everyone]]).sum())
+        n_global = int(entity_ratings(seqs, everyone).sum())
         net = self._net(side)
         if len(entities):
             parts = rating_bounded_parts(seqs, entities, self.hparams.part_ratings)
