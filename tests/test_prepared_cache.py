@@ -136,10 +136,22 @@ def test_settings_that_do_not_change_the_split_share_the_entry(tmp_path):
     assert synthetic_data(tmp_path, user_granularity="1w").prepared_cache == "written"  # another spelling
 
 
-def test_a_code_change_is_a_miss(tmp_path, monkeypatch):
-    synthetic_data(tmp_path)
+def test_a_code_change_is_a_miss_and_its_entry_replaces_the_unreachable_one(tmp_path, monkeypatch):
+    old = synthetic_data(tmp_path)
+    other_entry = entry_of(synthetic_data(tmp_path, user_granularity="1d"))  # another lineage: kept
+    old_entry = entry_of(old)
     monkeypatch.setattr(prepared, "SOURCE_HASH", "edited")
-    assert synthetic_data(tmp_path).prepared_cache == "written"
+    new = synthetic_data(tmp_path)
+    assert new.prepared_cache == "written"
+    assert not old_entry.exists()  # written by other code for the same source and settings: never read again
+    assert sorted(tmp_path.glob("prepared-*")) == sorted([entry_of(new), other_entry])
+    assert not list(tmp_path.glob(".prepared-*"))  # nothing left half-deleted
+    assert_same_data(old, new)  # the old run's arrays, mapped from the deleted files, are still intact
+    assert synthetic_data(tmp_path).prepared_cache == "read"
+
+
+def entry_of(data: TemporalDataModule) -> Path:
+    return prepared.entry_path(data.hparams.cache_dir, data._cache_keys()[1])
 
 
 def entry(cache_dir: Path) -> Path:

@@ -18,7 +18,7 @@ import torch
 from lightning.fabric.utilities.data import AttributeDict
 
 from rrnx.data.batches import Batches
-from rrnx.data.prepared import Prepared, entry_path, prepared_key, read_prepared, write_prepared
+from rrnx.data.prepared import Prepared, entry_path, lineage_key, prepared_key, read_prepared, write_prepared
 from rrnx.data.sources import resolve_source
 from rrnx.data.split import Split, time_split, to_timestamp
 from rrnx.data.steps import Granularity, StepSequences, build_sequences, link_sides
@@ -103,7 +103,7 @@ class TemporalDataModule:
         are read back without loading the table at all, else they are computed and stored."""
         if self.split is not None:
             return
-        parse_key, key = self._cache_keys()
+        parse_key, key, lineage = self._cache_keys()
         found = key is not None and entry_path(self.cache_dir, key).exists()
         if found and self._read_prepared(key):
             return
@@ -113,22 +113,22 @@ class TemporalDataModule:
         self._build(holder.pop())
         self.prepare_seconds["table"] = table_seconds
         if key is not None:
-            self._write_prepared(key, replace=found)  # found but not read: damaged
+            self._write_prepared(key, replace=found, lineage=lineage)  # found but not read: damaged
 
-    def _cache_keys(self) -> tuple[str | None, str | None]:
-        """(the file's parse-cache key, the prepared-data key); None where there is none (no path: then
-        load_table says what is missing)."""
+    def _cache_keys(self) -> tuple[str | None, str | None, str | None]:
+        """(the file's parse-cache key, the prepared-data key, its lineage key); None where there is none
+        (no path: then load_table says what is missing)."""
         hp = self.hparams
         if hp.format == "synthetic":
             from rrnx.data.synthetic import _cache_key
             parse_key, source = None, "synthetic:" + _cache_key(self._synthetic_params())[0]
         elif hp.path is None:
-            return None, None
+            return None, None, None
         else:
             from rrnx.data.cache import source_key
             parse_key = source_key(hp.path, hp.format, hp.columns, hp.sep, self._scale())
             source = "file:" + parse_key
-        return parse_key, prepared_key(source, hp)
+        return parse_key, prepared_key(source, hp), lineage_key(source, hp)
 
     def _read_prepared(self, key: str) -> bool:
         """Take the split and buckets from the prepared-data cache; False on a miss."""
@@ -146,7 +146,7 @@ class TemporalDataModule:
         self.user_granularity, self.item_granularity = self.user_steps.granularity, self.item_steps.granularity
         self.rating_range, self.rating_mean, self.truth = prepared.rating_range, prepared.rating_mean, prepared.truth
 
-    def _write_prepared(self, key: str, replace: bool) -> None:
+    def _write_prepared(self, key: str, replace: bool, lineage: str | None = None) -> None:
         """Store what _build computed for the next run (a cache that cannot be written is a warning), then
         work from the stored files, as a rerun does: the arrays are mapped, so the columns this run never
         reads leave its resident memory (at Netflix-full scale the train frame's 4 GiB, which RRN's epoch
@@ -154,9 +154,9 @@ class TemporalDataModule:
         start = time.perf_counter()
         prepared = Prepared(self.split, self.user_steps, self.item_steps, self.rating_range, self.rating_mean,
                             self.truth)
-        written = write_prepared(self.cache_dir, key, prepared, replace)
+        written = write_prepared(self.cache_dir, key, prepared, replace, lineage)
         del prepared
-        stored = read_prepared(self.cache_dir, key) if written else None
+        stored = read_prepared(self.cache_dir, key, "this run keeps its own copy") if written else None
         if stored is not None:  # the same arrays (read_prepared checks shapes and dtypes), now file pages
             self._adopt(stored)
         self.prepare_seconds["write"] = time.perf_counter() - start

@@ -69,15 +69,27 @@ class Prepared:
 
 def prepared_key(source: str, settings: dict) -> str:
     """sha256 of the source table's key, the split and bucketing settings and the code's hash."""
-    wanted = {"train_start": to_timestamp(settings.get("train_start"), "train_start"),
-              "test_start": to_timestamp(settings.get("test_start"), "test_start"),
-              "test_end": to_timestamp(settings.get("test_end"), "test_end"),
-              "seed": settings.get("seed"),
-              "user_granularity": str(settings.get("user_granularity")).strip(),
-              "item_granularity": str(settings.get("item_granularity")).strip()}
-    canonical = json.dumps({"version": FORMAT_VERSION, "code": SOURCE_HASH, "source": source, **wanted},
-                           sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return _sha256({"version": FORMAT_VERSION, "code": SOURCE_HASH, **_what_is_prepared(source, settings)})
+
+
+def lineage_key(source: str, settings: dict) -> str:
+    """sha256 of the source and the settings alone: the entries of one lineage differ only by the code
+    (or format version) that wrote them, and a new one makes the older ones unreachable (`_prune`)."""
+    return _sha256(_what_is_prepared(source, settings))
+
+
+def _what_is_prepared(source: str, settings: dict) -> dict:
+    return {"source": source,
+            "train_start": to_timestamp(settings.get("train_start"), "train_start"),
+            "test_start": to_timestamp(settings.get("test_start"), "test_start"),
+            "test_end": to_timestamp(settings.get("test_end"), "test_end"),
+            "seed": settings.get("seed"),
+            "user_granularity": str(settings.get("user_granularity")).strip(),
+            "item_granularity": str(settings.get("item_granularity")).strip()}
+
+
+def _sha256(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def entry_path(cache_dir, key: str) -> Path:
@@ -85,15 +97,16 @@ def entry_path(cache_dir, key: str) -> Path:
 
 
 # ---------------------------------------------------------------- writing
-def write_prepared(cache_dir, key: str, prepared: Prepared, replace: bool = False) -> bool:
+def write_prepared(cache_dir, key: str, prepared: Prepared, replace: bool = False, lineage: str | None = None) -> bool:
     """Store `prepared` under its key; False (with one warning, nothing left behind) when it cannot.
     `replace`: the entry there was found unreadable, so it goes; otherwise an entry found in place
-    was published by another run meanwhile (same key, same data) and is kept."""
+    was published by another run meanwhile (same key, same data) and is kept. `lineage` (lineage_key):
+    once this entry is in place, the entries of the same lineage that older code wrote are deleted."""
     final = entry_path(cache_dir, key)
     temp = None
     try:
         arrays, meta = _flatten(prepared)
-        meta["key"] = key
+        meta["key"], meta["lineage"] = key, lineage
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{final.name}.", suffix=".tmp"))
         for name, array in arrays.items():
@@ -102,6 +115,8 @@ def write_prepared(cache_dir, key: str, prepared: Prepared, replace: bool = Fals
             (temp / "truth.json").write_text(json.dumps(prepared.truth))
         (temp / "meta.json").write_text(json.dumps(meta))  # last: its presence says the rest is complete
         _publish(temp, final, replace)
+        if lineage is not None:
+            _prune(Path(cache_dir), final, lineage)
         return True
     except OSError:
         warnings.warn(f"cannot write the prepared-data cache in {cache_dir}; the next run splits and buckets "
@@ -128,6 +143,23 @@ def _publish(temp: Path, final: Path, replace: bool) -> None:
     except OSError:
         if not (final / "meta.json").is_file():
             raise
+
+
+def _prune(cache_dir: Path, kept: Path, lineage: str) -> None:
+    """Delete the other entries of `lineage`: the same source and settings prepared by other code, which
+    this code can never read (its key holds its own code's hash); at Netflix-full scale each is 8.7 GB.
+    Each goes by a rename first, so no run sees half an entry; a run that mapped one keeps its pages."""
+    for entry in cache_dir.glob("prepared-*"):
+        if entry == kept:
+            continue
+        try:
+            if json.loads((entry / "meta.json").read_text()).get("lineage") != lineage:
+                continue
+            trash = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{entry.name}.", suffix=".old"))
+            os.replace(entry, trash / "entry")
+            shutil.rmtree(trash, ignore_errors=True)
+        except (OSError, ValueError, AttributeError):  # unreadable, or gone already: not ours to judge
+            continue
 
 
 class _Unstorable(Exception):
@@ -188,8 +220,9 @@ def _check_rebuildable(dtype, column: str) -> None:
 
 
 # ---------------------------------------------------------------- reading
-def read_prepared(cache_dir, key: str) -> Prepared | None:
-    """The entry stored under `key`, or None when there is none or it is unreadable (one warning)."""
+def read_prepared(cache_dir, key: str, fallback: str = "preparing the data again") -> Prepared | None:
+    """The entry stored under `key`, or None when there is none or it is unreadable (one warning, which
+    ends with what the caller does instead, `fallback`)."""
     path = entry_path(cache_dir, key)
     if not (path / "meta.json").is_file():
         return None
@@ -197,7 +230,7 @@ def read_prepared(cache_dir, key: str) -> Prepared | None:
         return _read(path, key)
     except Exception as error:  # any unreadable or inconsistent entry is only a miss
         warnings.warn(f"ignoring unreadable prepared-data cache {path} ({type(error).__name__}: {error}); "
-                      "preparing the data again", stacklevel=3)
+                      f"{fallback}", stacklevel=3)
         return None
 
 
