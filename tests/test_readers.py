@@ -175,6 +175,32 @@ def test_bad_line_in_one_of_many_netflix_files_names_that_file(tmp_path):
         read_ratings(tmp_path)
 
 
+def netflix_movies(n_movies: int = 30, per_movie: int = 7) -> str:
+    lines = []
+    for movie in range(1, n_movies + 1):
+        lines.append(f"{movie}:")
+        lines += [f"{100 * movie + k},{1 + (movie + k) % 5},2005-0{1 + k % 9}-1{k % 10}" for k in range(per_movie)]
+        if movie % 4 == 0:
+            lines.append("")  # a blank line now and then
+    return "\n".join(lines) + "\n"
+
+
+def test_netflix_chunks_carry_the_movie_across_their_boundaries(tmp_path, monkeypatch):
+    """The Netflix reader turns each chunk into numeric columns before parsing the next (a 100M-line file
+    no longer needs every line's strings at once): tiny chunks cut movies apart and give the same table."""
+    path = write(tmp_path / "combined_data_1.txt", netflix_movies())
+    whole = read_ratings(path, progress=False)
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 40)  # a chunk of about 2 lines
+    chunked = read_ratings(path, progress=False)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert len(whole) == 30 * 7 and whole["item"].tolist() == [m for m in range(1, 31) for _ in range(7)]
+    assert whole["user"].tolist()[:3] == [100, 101, 102] and whole["user"].dtype == "int64"
+    # a bad value in a late chunk is still named by its line
+    lines = netflix_movies().split("\n")
+    lines[200] = lines[200].rsplit(",", 1)[0] + ",2005-13-01"
+    with pytest.raises(DataError, match=rf"^combined_data_1\.txt:201: date '2005-13-01' is not YYYY-MM-DD"):
+        read_ratings(write(tmp_path / "bad" / "combined_data_1.txt", "\n".join(lines)), progress=False)
+
 def test_csv_bad_date_and_explicit_scale(tmp_path):
     path = write(tmp_path / "r.csv", "user,item,rating,timestamp\n1,2,3,2005-09-06\n1,2,3,not-a-date\n")
     with pytest.raises(DataError, match=r"^r\.csv:3: timestamp 'not-a-date' is neither unix seconds nor a date"):

@@ -8,6 +8,8 @@ killed run leaves at worst a `.tmp` file that no later run reads; an unreadable 
 
 from __future__ import annotations
 
+import ctypes
+
 import hashlib
 import json
 import os
@@ -74,6 +76,7 @@ def load_ratings(path, format="auto", columns=None, sep=None, scale=None, cache_
     if table is not None:
         return table
     table = readers.read_ratings(path, format=format, columns=columns, sep=sep, scale=scale, progress=progress)
+    release_heap_memory()
     _write_atomic(table, cached)
     return table
 
@@ -84,6 +87,17 @@ def read_parquet(path) -> pd.DataFrame:
     table = pd.read_parquet(path)
     release_arrow_memory()
     return table
+
+
+def release_heap_memory() -> bool:
+    """Hand the free pages of glibc's heap back to the system (malloc_trim; a no-op without glibc). A
+    parse's chunks (tens of MB each, below glibc's mmap threshold once it has adapted) come from the heap,
+    and freed they stay resident: after parsing Netflix's 100M-rating text the process held 6.0 GiB for a
+    2.6 GiB table. Returns whether it ran."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def release_arrow_memory() -> None:

@@ -123,11 +123,19 @@ def _head(path: Path, size: int) -> bytes:
 
 def _parse_chunks(text: _Text, parse_chunk: Callable[[bytes], pd.DataFrame], skip_lines: int, progress: bool,
                   layout: str) -> pd.DataFrame:
-    """Parse `text` after its first `skip_lines` lines, chunk by chunk; one row per line (blank lines too)."""
+    """Parse `text` after its first `skip_lines` lines, chunk by chunk; one row per line (blank lines too),
+    indexed by global line index."""
+    frames = list(_iter_chunks(text, parse_chunk, skip_lines, progress, layout))
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+def _iter_chunks(text: _Text, parse_chunk: Callable[[bytes], pd.DataFrame], skip_lines: int, progress: bool,
+                 layout: str):
+    """Each chunk of whole lines of `text` after its first `skip_lines` lines, parsed: one row per line
+    (blank lines too), indexed by global line index."""
     data, start, line_index = text.data, 0, skip_lines
     for _ in range(skip_lines):
         start = data.index(b"\n", start) + 1
-    frames = []
     show = progress and len(data) > PROGRESS_MIN_BYTES
     with tqdm(total=len(data), initial=start, unit="B", unit_scale=True, disable=not show, file=sys.stderr,
               desc=f"parsing {text.files[0][0].name}") as bar:
@@ -136,15 +144,12 @@ def _parse_chunks(text: _Text, parse_chunk: Callable[[bytes], pd.DataFrame], ski
             end = len(data) if end < 0 else end + 1
             chunk = data[start:end]
             text.chunks.append((start, end, line_index))
-            frames.append(_parse_one(text, chunk, line_index, parse_chunk, layout))
+            frame = _parse_one(text, chunk, line_index, parse_chunk, layout)
+            frame.index += line_index  # index = global line index
             line_index += chunk.count(b"\n") + (not chunk.endswith(b"\n"))
             bar.update(end - start)
             start = end
-    if not frames:
-        return pd.DataFrame()
-    frame = pd.concat(frames, ignore_index=True)
-    frame.index += skip_lines  # index = global line index
-    return frame
+            yield frame
 
 
 def _parse_one(text: _Text, chunk: bytes, first_line: int, parse_chunk, layout: str) -> pd.DataFrame:
@@ -396,39 +401,56 @@ def netflix_files(path: Path) -> list[Path]:
     raise DataError(f"{path}: no Netflix files; expected training_set/mv_*.txt or combined_data_*.txt")
 
 
-def _netflix_lines(text: _Text, layout: str, progress: bool) -> pd.DataFrame:
-    """One row per non-blank line; a `MovieID:` line gets a 4th field `:` so every id column stays numeric."""
-
-    def parse_chunk(chunk: bytes) -> pd.DataFrame:
-        chunk = chunk.replace(b":\r\n", b":\n").replace(b":\n", b",,,:\n")
-        return pd.read_csv(io.BytesIO(chunk), sep=",", header=None, names=["user", "rating", "date", "mark"],
-                           skip_blank_lines=False, quoting=csv.QUOTE_NONE, engine="c",
-                           keep_default_na=False, na_values=[""])
-
-    frame = _parse_chunks(text, parse_chunk, 0, progress, layout)
-    frame = frame[~frame.isna().all(axis=1)] if not frame.empty else frame
-    if frame.empty:
+def _netflix(path: Path, scale, progress) -> pd.DataFrame:
+    """Chunk by chunk: each chunk's lines are checked and turned into numeric columns before the next is
+    parsed, so only one chunk's strings (its dates) exist at a time. A 100M-rating file (2 GB, Netflix's
+    full size) needed more than 24 GB when all lines were parsed first (the dates as 100M Python strings,
+    then copied by a concat); this way the columns weigh 28 bytes a rating (docs/benchmarks.md)."""
+    text = _read_text(netflix_files(path))
+    layout = "CustomerID,Rating,YYYY-MM-DD' or 'MovieID:"
+    parts, movie = [], np.nan  # movie: the last MovieID seen, carried into the next chunk
+    for frame in _iter_chunks(text, _netflix_chunk, 0, progress, layout):
+        columns, movie = _netflix_ratings(frame, movie, text, layout, scale)
+        if columns is not None:
+            parts.append(columns)
+    if not parts:
         raise DataError(f"{text.files[0][0].name}: no ratings in the file (expected lines '{layout}')")
+    text.data = b""  # every line is checked: the 2 GB of text are no longer needed for messages
+    columns = {}
+    for name in CANONICAL_COLUMNS:  # one column at a time, its chunks freed as it is joined
+        chunks = [part.pop(name) for part in parts]
+        columns[name] = _joined_ids(chunks) if name in ("user", "item") else np.concatenate(chunks)
+        del chunks
+    return pd.DataFrame(columns, copy=False)
+
+
+def _netflix_chunk(chunk: bytes) -> pd.DataFrame:
+    """One row per line; a `MovieID:` line gets a 4th field `:` so every id column stays numeric."""
+    chunk = chunk.replace(b":\r\n", b":\n").replace(b":\n", b",,,:\n")
+    return pd.read_csv(io.BytesIO(chunk), sep=",", header=None, names=["user", "rating", "date", "mark"],
+                       skip_blank_lines=False, quoting=csv.QUOTE_NONE, engine="c",
+                       keep_default_na=False, na_values=[""])
+
+
+def _netflix_ratings(frame: pd.DataFrame, movie_before: float, text: _Text, layout: str, scale) -> tuple:
+    """One chunk's ratings as {user, item, rating, timestamp} arrays (None when it holds none) and the
+    last MovieID seen by its end; every line checked, a bad one named by file and line."""
+    frame = frame[~frame.isna().all(axis=1)]
+    if frame.empty:
+        return None, movie_before
     is_movie = frame["mark"].notna()
     bad = _first(is_movie & ((frame["mark"] != ":") | frame["rating"].notna() | frame["date"].notna()))
     if bad is not None:
         raise _expected_fields(text, bad, layout)
-    return frame
-
-
-def _netflix(path: Path, scale, progress) -> pd.DataFrame:
-    text = _read_text(netflix_files(path))
-    layout = "CustomerID,Rating,YYYY-MM-DD' or 'MovieID:"
-    frame = _netflix_lines(text, layout, progress)
-    is_movie = frame["mark"].notna()
     movie = pd.to_numeric(frame["user"].where(is_movie), errors="coerce")
     bad = _first(is_movie & movie.isna())
     if bad is not None:
         raise text.fail(bad, f"expected 'MovieID:' with a numeric id, got '{text.line(bad)}'")
-    movie = movie.ffill()[~is_movie]
-    ratings = frame[~is_movie]
+    movie = movie.ffill().fillna(movie_before)
+    last_movie = float(movie.iloc[-1])
+    movie, ratings = movie[~is_movie], frame[~is_movie]
     if ratings.empty:
-        raise DataError(f"{text.files[0][0].name}: no ratings in the file (expected lines '{layout}')")
+        return None, last_movie
     bad = _first(movie.isna())
     if bad is not None:
         raise text.fail(bad, f"expected a 'MovieID:' line before the first rating, got '{text.line(bad)}'")
@@ -437,8 +459,16 @@ def _netflix(path: Path, scale, progress) -> pd.DataFrame:
     bad = _first(dates.isna())
     if bad is not None:
         raise text.fail(bad, f"date '{excerpt(ratings['date'][bad])}' is not YYYY-MM-DD")
-    return _canonical(ratings["user"], movie, _ratings(ratings["rating"], text.fail, scale),
-                      _datetimes_to_seconds(dates))
+    return {"user": _ids(ratings["user"]).to_numpy(), "item": _ids(movie).to_numpy(),
+            "rating": _ratings(ratings["rating"], text.fail, scale).to_numpy(),
+            "timestamp": _datetimes_to_seconds(dates).to_numpy()}, last_movie
+
+
+def _joined_ids(chunks: list[np.ndarray]) -> np.ndarray:
+    """The chunks' ids as one column: int64 when every chunk's are integers, else all as str (as _ids)."""
+    if all(c.dtype == np.int64 for c in chunks):
+        return np.concatenate(chunks)
+    return np.concatenate([c.astype(str).astype(object) for c in chunks])
 
 
 # ---------------------------------------------------------------- detection and dispatch
