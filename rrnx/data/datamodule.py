@@ -18,6 +18,7 @@ import torch
 from lightning.fabric.utilities.data import AttributeDict
 
 from rrnx.data.batches import Batches
+from rrnx.data.cache import release_heap_memory
 from rrnx.data.prepared import Prepared, entry_path, lineage_key, prepared_key, read_prepared, write_prepared
 from rrnx.data.sources import resolve_source
 from rrnx.data.split import Split, time_split, to_timestamp
@@ -168,6 +169,7 @@ class TemporalDataModule:
         start = time.perf_counter()
         self.split = time_split(ratings, hp.test_start, hp.train_start, hp.test_end, hp.seed, source)
         del ratings  # the caller's table, freed here when nothing else holds it (setup, from_owned_table)
+        release_heap_memory()  # the split's freed temporaries leave the process (glibc keeps them otherwise)
         split_seconds = time.perf_counter() - start
         train = self.split.train
         origin = to_timestamp(hp.train_start, "train_start") or int(train["timestamp"].min())
@@ -181,6 +183,7 @@ class TemporalDataModule:
         self.item_steps, *bucketed["item"] = build_sequences("item", i, u, r, ts, self.split.n_items,
                                                              self.item_granularity, return_order=True)
         link_sides(self.user_steps, self.item_steps, bucketed)  # frees each array once spent
+        release_heap_memory()
         self.rating_range = (float(r.min()), float(r.max()))
         self.rating_mean = float(r.mean())
         self.prepare_seconds = {"split": split_seconds, "bucketing": time.perf_counter() - start - split_seconds}
