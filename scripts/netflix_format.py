@@ -27,6 +27,15 @@ def write(preset: str, out: Path) -> None:
 
     start = time.perf_counter()
     table, _ = load_synthetic({"preset": preset, "seed": 0}, default_cache_dir())
+    n_ratings, n_items = write_netflix_text(table, out / "combined_data_1.txt")
+    size = (out / "combined_data_1.txt").stat().st_size
+    print(f"wrote {n_ratings:,} ratings of {n_items:,} items, {size / 1e9:.2f} GB, "
+          f"in {time.perf_counter() - start:.1f} s: {out / 'combined_data_1.txt'}")
+
+
+def write_netflix_text(table, path: Path) -> tuple[int, int]:
+    """A canonical table (integer ids, ratings 1..5, midnight-UTC timestamps) as one combined_data file,
+    items in id order, each item's ratings in time order; returns (ratings, items)."""
     order = np.lexsort((table["timestamp"].to_numpy(), table["item"].to_numpy()))  # by item, then time
     item = table["item"].to_numpy()[order]
     rows = pa.table({"user": pa.array(table["user"].to_numpy()[order]),
@@ -35,15 +44,13 @@ def write(preset: str, out: Path) -> None:
     del table, order
     starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
     ends = np.r_[starts[1:], len(item)]
-    out.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-    with open(out / "combined_data_1.txt", "wb") as handle:
+    with open(path, "wb") as handle:
         for first, end in zip(starts.tolist(), ends.tolist()):
             handle.write(f"{item[first]}:\n".encode())
             pacsv.write_csv(rows.slice(first, end - first), handle, options)
-    size = (out / "combined_data_1.txt").stat().st_size
-    print(f"wrote {len(item):,} ratings of {len(starts):,} items, {size / 1e9:.2f} GB, "
-          f"in {time.perf_counter() - start:.1f} s: {out / 'combined_data_1.txt'}")
+    return len(item), len(starts)
 
 
 def prepare(path: Path, cache_dir: Path) -> None:

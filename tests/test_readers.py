@@ -201,6 +201,22 @@ def test_netflix_chunks_carry_the_movie_across_their_boundaries(tmp_path, monkey
     with pytest.raises(DataError, match=rf"^combined_data_1\.txt:201: date '2005-13-01' is not YYYY-MM-DD"):
         read_ratings(write(tmp_path / "bad" / "combined_data_1.txt", "\n".join(lines)), progress=False)
 
+def test_a_synthetic_table_written_in_netflix_format_reads_back_row_for_row(tmp_path):
+    """scripts/netflix_format.py's writer (docs/benchmarks.md times a 100M-rating file it wrote)."""
+    import importlib.util
+
+    from rrnx.data.synthetic import generate
+
+    spec = importlib.util.spec_from_file_location("netflix_format", Path(__file__).parents[1] / "scripts" / "netflix_format.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    table, _ = generate(n_users=300, n_items=120, n_ratings=3000, seed=3)
+    assert script.write_netflix_text(table, tmp_path / "combined_data_1.txt") == (3000, table["item"].nunique())
+    parsed = read_ratings(tmp_path / "combined_data_1.txt", progress=False)
+    key = ["item", "timestamp", "user"]
+    pd.testing.assert_frame_equal(parsed.sort_values(key, kind="stable").reset_index(drop=True),
+                                  table.sort_values(key, kind="stable").reset_index(drop=True))
+
 def test_csv_bad_date_and_explicit_scale(tmp_path):
     path = write(tmp_path / "r.csv", "user,item,rating,timestamp\n1,2,3,2005-09-06\n1,2,3,not-a-date\n")
     with pytest.raises(DataError, match=r"^r\.csv:3: timestamp 'not-a-date' is neither unix seconds nor a date"):
