@@ -201,6 +201,7 @@ def test_netflix_chunks_carry_the_movie_across_their_boundaries(tmp_path, monkey
     with pytest.raises(DataError, match=rf"^combined_data_1\.txt:201: date '2005-13-01' is not YYYY-MM-DD"):
         read_ratings(write(tmp_path / "bad" / "combined_data_1.txt", "\n".join(lines)), progress=False)
 
+
 def test_a_synthetic_table_written_in_netflix_format_reads_back_row_for_row(tmp_path):
     """scripts/netflix_format.py's writer (docs/benchmarks.md times a 100M-rating file it wrote)."""
     import importlib.util
@@ -216,6 +217,7 @@ def test_a_synthetic_table_written_in_netflix_format_reads_back_row_for_row(tmp_
     key = ["item", "timestamp", "user"]
     pd.testing.assert_frame_equal(parsed.sort_values(key, kind="stable").reset_index(drop=True),
                                   table.sort_values(key, kind="stable").reset_index(drop=True))
+
 
 def test_csv_bad_date_and_explicit_scale(tmp_path):
     path = write(tmp_path / "r.csv", "user,item,rating,timestamp\n1,2,3,2005-09-06\n1,2,3,not-a-date\n")
