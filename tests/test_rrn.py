@@ -373,15 +373,27 @@ def test_a_batch_run_in_rating_bounded_parts_has_the_whole_batchs_gradients(tmp_
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in trained)
 
 
-def test_no_grad_passes_bounded_by_ratings_give_the_same_states(tmp_path):
+def test_no_grad_passes_bounded_by_ratings_give_the_same_states(tmp_path, monkeypatch):
+    import rrnx.models.rrn.states as states
+    from rrnx.models.rrn.sequences import entity_ratings, row_budget_batches
+
+    cut = []  # the ratings of each no-grad batch the states were computed in
+    def spy(lengths, max_rows, ratings=None, max_ratings=None):
+        batches = row_budget_batches(lengths, max_rows, ratings, max_ratings)
+        cut.append([int(ratings[b].sum()) for b in batches])
+        return batches
+    monkeypatch.setattr(states, "row_budget_batches", spy)
     data = datamodule(tmp_path, tiny_ratings())
     model = tiny_model(data)
     for side in ("user", "item"):
         seqs = model._sides[side]
         model.hparams.eval_batch_ratings = 10**9
         whole, _ = model._states_after_rows(side, seqs, torch.arange(seqs.n_entities))
+        assert len(cut[-1]) == 1
         model.hparams.eval_batch_ratings = 30  # a batch per entity or two
         bounded, _ = model._states_after_rows(side, seqs, torch.arange(seqs.n_entities))
+        most = int(entity_ratings(seqs, torch.arange(seqs.n_entities)).max())
+        assert len(cut[-1]) > 3 and max(cut[-1]) <= 30 + most
         assert torch.allclose(whole, bounded, atol=1e-6)
 
 

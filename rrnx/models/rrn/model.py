@@ -187,7 +187,8 @@ class RRN(RRNStates, RatingModel):
                  rating_input: Literal["scaled", "raw"] = "scaled", input_norm: Literal["sum", "sqrt", "mean"] = "sqrt",
                  global_mean: bool = False, biases: bool = False, init_std: float = 0.1,
                  eval_batch_rows: int = 200_000, eval_batch_ratings: int = 8_000_000,
-                 part_ratings: int | None = 1_000_000, step_stats: bool | Literal["mean", "residual"] = False, dynamic_bias: bool = False,
+                 part_ratings: int | None = 1_000_000, step_stats: bool | Literal["mean", "residual"] = False,
+                 dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
                  forget_bias: float = 0.0, bias_reg: float | None = None, lstm_kernel: str = "auto",
                  wallclock: bool | Literal["user", "item"] = True):
@@ -406,15 +407,11 @@ class RRN(RRNStates, RatingModel):
 
     def _batch_backward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor) -> torch.Tensor:
         """Backward of eq. (8) over a batch of `entities`; returns its mean squared error. A batch of more
-        than `part_ratings` ratings runs in parts (see _backward_parts)."""
-        parts = rating_bounded_parts(self._sides[side], entities, self.hparams.part_ratings)
-        if len(parts) == 1:
-            pred, target, reg = self.phase_forward(side, entities, other_before)
-            mse = torch.mean((pred - target) ** 2)  # eq. (8)
-            self.manual_backward(mse + reg)
-            return mse
-        n = int(entity_ratings(self._sides[side], entities).sum())
-        return self._backward_parts(side, parts, other_before, n) / n
+        than `part_ratings` ratings runs in parts (see _backward_parts); one part is the whole batch."""
+        seqs = self._sides[side]
+        n = int(entity_ratings(seqs, entities).sum())
+        parts = rating_bounded_parts(seqs, entities, self.hparams.part_ratings)
+        return self._backward_parts(side, parts, other_before, n) / n  # eq. (8)
 
     def _backward_parts(self, side: str, parts: list, other_before: torch.Tensor, n: int) -> torch.Tensor:
         """Backward of each part's squared errors and L2 terms divided by `n`, the rating count of the batch
