@@ -5,6 +5,7 @@ epoch of the bench's model (1 thread); each call's peak is read through /proc/se
     python scripts/prep_memory.py netflix-full                  # 2-month steps on both sides
     python scripts/prep_memory.py netflix-6m 1d 7d --train      # the bench's 6-month setting
     python scripts/prep_memory.py netflix-full --cache          # through the prepared-data cache
+    python scripts/prep_memory.py --netflix-text DIR CACHE_DIR  # a Netflix-format file (scripts/netflix_format.py)
 
 The table is generated once if rrnx's cache lacks it. With --cache the data module's setup() runs, as
 in `rrnx fit` and `rrnx bench`: the first run splits, buckets and writes the prepared data
@@ -74,6 +75,25 @@ def prepare_through_the_cache(settings: dict):
     return data
 
 
+def prepare_netflix_text(path: str, cache_dir: str):
+    """setup() over a Netflix-format file with recipes/netflix-full.yaml's split and steps, the parse staged too."""
+    import rrnx.data.cache as cache
+    import rrnx.data.readers as readers
+    from rrnx.recipe import load_recipe
+
+    readers._netflix = staged("parse (_netflix)", readers._netflix)
+    cache.load_ratings = staged("load_ratings", cache.load_ratings)
+    datamodule.time_split = staged("time_split", split.time_split)
+    datamodule.build_sequences = staged("build_sequences", datamodule.build_sequences)
+    datamodule.write_prepared = staged("write_prepared", datamodule.write_prepared)
+    settings = {k: v for k, v in load_recipe("recipes/netflix-full.yaml")["data"].items()
+                if k not in ("path", "synthetic_fallback")}
+    data = datamodule.TemporalDataModule(**{**settings, "path": path, "cache_dir": cache_dir})
+    staged("setup", data.setup)()
+    print(f"prepared data: {data.prepared_cache}", flush=True)
+    return data
+
+
 def train_one_epoch(data) -> None:
     import lightning as L
     import torch
@@ -100,8 +120,13 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also RRN's attach, state caches and one epoch")
     parser.add_argument("--cache", action="store_true",
                         help="prepare through setup() and the prepared-data cache (read back, or written)")
+    parser.add_argument("--netflix-text", nargs=2, metavar=("DIR", "CACHE_DIR"),
+                        help="prepare a Netflix-format file instead of a preset (CACHE_DIR: empty, to time the parse)")
     args = parser.parse_args()
-    data = prepare(args.preset, args.user_granularity, args.item_granularity, args.cache)
+    if args.netflix_text:
+        data = prepare_netflix_text(*args.netflix_text)
+    else:
+        data = prepare(args.preset, args.user_granularity, args.item_granularity, args.cache)
     if args.train:
         train_one_epoch(data)
 

@@ -9,7 +9,6 @@ killed run leaves at worst a `.tmp` file that no later run reads; an unreadable 
 from __future__ import annotations
 
 import ctypes
-
 import hashlib
 import json
 import os
@@ -91,9 +90,9 @@ def read_parquet(path) -> pd.DataFrame:
 
 def release_heap_memory() -> bool:
     """Hand the free pages of glibc's heap back to the system (malloc_trim; a no-op without glibc). A
-    parse's chunks (tens of MB each, below glibc's mmap threshold once it has adapted) come from the heap,
-    and freed they stay resident: after parsing Netflix's 100M-rating text the process held 6.0 GiB for a
-    2.6 GiB table. Returns whether it ran."""
+    parse's chunk columns (about 10 MB each, below glibc's mmap threshold once it has adapted) come from the heap,
+    and freed they stay resident: after parsing Netflix's 100M-rating text the process held 5.2 GiB for a
+    2.6 GiB table, 3.1 GiB once trimmed (scripts/prep_memory.py --netflix-text). Returns whether it ran."""
     try:
         return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):
