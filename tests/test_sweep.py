@@ -140,6 +140,31 @@ def test_a_clearly_bad_trial_is_pruned(tmp_path):
     assert pd.read_csv(out / "trials.csv").set_index("trial").loc[2, "state"] == "pruned"
 
 
+def test_diverged_trials_in_a_row_do_not_stop_the_study(tmp_path, capsys, monkeypatch):
+    """A learning rate that sends the weights to NaN is an answer about that point: the trial fails, counts
+    against the budget, and the worker goes on (three errors in a row stop it; three divergences do not)."""
+    import rrnx.run
+
+    fit = rrnx.run.fit
+
+    def diverging_fit(recipe, run_dir, **kwargs):  # a run whose every epoch went NaN (rrnx.run.fit's metrics)
+        metrics = fit(recipe, run_dir, **kwargs)
+        if recipe["model"]["lr"] > 1:
+            metrics.update(val_rmse=float("nan"), test_rmse=float("nan"), diverged_epoch=0)
+        return metrics
+
+    monkeypatch.setattr(rrnx.run, "fit", diverging_fit)
+    absurd = {"model.lr": 1.0e3}
+    sweep = write_sweep(tmp_path, space={"model.lr": [0.01, 1.0e3]}, pruner="none", n_trials=4,
+                        fixed={"trainer.max_epochs": 1}, enqueue=[absurd, absurd, absurd, {"model.lr": 0.01}])
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out), "--logger.name=none"]) == 0
+    study = study_of(out)
+    assert states(study) == {0: "FAIL", 1: "FAIL", 2: "FAIL", 3: "COMPLETE"}
+    assert all("training diverged" in study.trials[k].user_attrs["error"] for k in (0, 1, 2))
+    assert "in a row failed" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_killed_worker_leaves_a_study_that_resume_finishes(tmp_path):
     sweep = write_sweep(tmp_path, pruner="none", n_trials=3, fixed={"trainer.max_epochs": 12})

@@ -32,7 +32,8 @@ from rrnx.sweep.storage import (SURPLUS_ATTR, budget_counts, counted, fail_dead_
                                 retry_lost_trial)
 
 POLL_SECONDS = 2.0
-MAX_FAILURES_IN_A_ROW = 3
+MAX_FAILURES_IN_A_ROW = 3  # errors (not divergence) in a row that stop a worker: the setup is broken
+DIVERGED_ATTR = "diverged"
 
 
 @dataclass
@@ -103,6 +104,7 @@ class TrialObjective:
             trial.set_user_attr(key, metrics[key])
         if not math.isfinite(metrics["val_rmse"]):  # Optuna fails the trial; say why
             trial.set_user_attr("error", f"validation RMSE is {metrics['val_rmse']} (training diverged)")
+            trial.set_user_attr(DIVERGED_ATTR, True)
         return metrics["val_rmse"]
 
     def fit(self, trial, recipe: dict, run_dir: Path) -> dict:
@@ -202,7 +204,10 @@ def run_worker(job: Job) -> None:
         waiting = False
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[objective.record])
         last = objective.last
-        failed = last is not None and last.state == TrialState.FAIL and not last.user_attrs.get(SURPLUS_ATTR)
+        # a diverged trial is an answer about its point (too large a step), not a broken setup: it counts
+        # against the budget but does not stop the worker, however many come in a row
+        failed = (last is not None and last.state == TrialState.FAIL and not last.user_attrs.get(SURPLUS_ATTR)
+                  and not last.user_attrs.get(DIVERGED_ATTR))
         failures = failures + 1 if failed else 0
         if failures >= MAX_FAILURES_IN_A_ROW:
             raise RrnxError(f"{failures} trials in a row failed in worker {job.worker}; last error: "
