@@ -169,15 +169,21 @@ class RRN(RRNStates, RatingModel):
     # which DistributedDataParallel's reducer does not allow
     syncs_own_updates = True
 
-    # `rrnx compare --tune`: the stationary part's size and L2, the networks' step and weight decay (0.03
-    # is what lets the joint epochs beat the stationary part on MovieTweetings; docs/rrn.md), what x_t feeds
-    search_space = {"model.dim": [10, 20, 40],
+    # `rrnx compare --tune`: the stationary part's size, L2s and pre-train step, the networks' step, weight
+    # decay (0.03 is what lets the joint epochs beat the stationary part on MovieTweetings; docs/rrn.md) and
+    # size, what x_t and the wallclock feed them; per-entity bias L2 as the other biased models search theirs
+    search_space = {"model.dim": [10, 20, 50, 100],
                     "model.reg": {"low": 0.03, "high": 1.0, "log": True},
+                    "model.lr": {"low": 3.0e-3, "high": 3.0e-2, "log": True},
                     "model.net_lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
                     "model.net_weight_decay": [0.0, 0.01, 0.03],
                     "model.stationary_lr": {"low": 0.01, "high": 0.3, "log": True},
                     "model.item_batch_size": [16, 64],
-                    "model.rating_embedding": [False, True]}
+                    "model.rating_embedding": [False, True],
+                    "model.hidden": [20, 40],
+                    "model.embed_dim": [20, 40],
+                    "model.wallclock": [True, False, "user"],
+                    "model.bias_reg": {"low": 0.1, "high": 100.0, "log": True}}
 
     def __init__(self, n_users: int, n_items: int, dim: int = 20, reg: float = 0.01, lr: float = 0.01,
                  hidden: int = 40, embed_dim: int = 40, dynamic_dim: int = 20, layers: int = 1,
