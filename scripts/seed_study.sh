@@ -6,7 +6,7 @@
 #   scripts/seed_study.sh OUT ML_U_DATA [JOBS [FILTER]]   e.g. scripts/seed_study.sh runs/seeds ../shared/data/ml-100k/u.data 2
 #
 # FILTER: an extended regular expression; only the settings whose name matches it run (e.g. '^ml-': the MovieLens 100K runs).
-# 80 runs; about 15 minutes on 2 cores (the recipes' settings of docs/results.md, an idle machine).
+# 80 runs; about 20 minutes on 2 cores (the recipes' settings of docs/results.md).
 set -uo pipefail
 OUT=$(realpath -m "$1"); ML_DATA=$2; JOBS=${3:-$(nproc)}; FILTER=${4:-.}
 mkdir -p "$OUT"

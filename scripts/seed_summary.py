@@ -6,7 +6,7 @@ chosen pairs with a 95% Welch interval over the seeds (seed-to-seed spread only:
 same test rows, whose own sampling noise docs/results.md's paired bootstrap measures), with the
 conservative min(n_a, n_b) - 1 degrees of freedom.
 
-usage: python scripts/seed_summary.py OUT
+usage: python scripts/seed_summary.py OUT [OUT ...]   (the settings of several folders together)
 """
 import json
 import sys
@@ -18,11 +18,11 @@ import numpy as np
 # Student's t 0.975 quantiles for 1..20 degrees of freedom
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086]
-PAIRS = [("ml-rrn", "ml-timesvdpp"), ("ml-rrn", "ml-rrn-stationary"), ("ml-rrn", "ml-biasedmf"),
+PAIRS = [("ml-rrn", "ml-timesvdpp"), ("ml-rrn", "ml-rrn-stationary"), ("ml-rrn", "ml-biasedmf"), ("ml-rrn", "ml-timesvdpp-fresh"),
          ("mt-rrn", "mt-timesvdpp"), ("mt-rrn", "mt-rrn-stationary"), ("mt-rrn", "mt-bias")]
 
 runs = defaultdict(dict)  # setting -> seed -> metrics
-for path in sorted(Path(sys.argv[1]).glob("*-s*/metrics.json")):
+for path in sorted(p for out in sys.argv[1:] for p in Path(out).glob("*-s*/metrics.json")):
     setting, seed = path.parent.name.rsplit("-s", 1)
     runs[setting][int(seed)] = json.loads(path.read_text())
 test = {k: np.array([m["test_rmse"] for _, m in sorted(v.items())]) for k, v in runs.items()}
