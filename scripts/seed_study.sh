@@ -3,9 +3,11 @@
 # of docs/results.md trained with trainer seeds 0-9 (initialisation and shuffling; the split stays),
 # one CPU thread per run, JOBS runs at a time; then `python scripts/seed_summary.py OUT`.
 #
-#   scripts/seed_study.sh OUT ML_U_DATA [JOBS [FILTER]]   e.g. scripts/seed_study.sh runs/seeds ../shared/data/ml-100k/u.data 2
+#   scripts/seed_study.sh OUT ML_U_DATA [JOBS [FILTER]]
+#   e.g. scripts/seed_study.sh runs/seeds ../shared/data/ml-100k/u.data 2
 #
-# FILTER: an extended regular expression; only the settings whose name matches it run (e.g. '^ml-': the MovieLens 100K runs).
+# FILTER: an awk regular expression; only the settings whose name matches it run (e.g. '^ml-': the MovieLens
+# 100K runs).
 # 80 runs; about 20 minutes on 2 cores (the recipes' settings of docs/results.md).
 set -uo pipefail
 OUT=$(realpath -m "$1"); ML_DATA=$2; JOBS=${3:-$(nproc)}; FILTER=${4:-.}

@@ -18,8 +18,9 @@ import numpy as np
 # Student's t 0.975 quantiles for 1..20 degrees of freedom
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086]
-PAIRS = [("ml-rrn", "ml-timesvdpp"), ("ml-rrn", "ml-rrn-stationary"), ("ml-rrn", "ml-biasedmf"), ("ml-rrn", "ml-timesvdpp-fresh"),
-         ("mt-rrn", "mt-timesvdpp"), ("mt-rrn", "mt-rrn-stationary"), ("mt-rrn", "mt-bias")]
+PAIRS = [("ml-rrn", "ml-timesvdpp"), ("ml-rrn", "ml-rrn-stationary"), ("ml-rrn", "ml-biasedmf"),
+         ("ml-rrn", "ml-timesvdpp-fresh"), ("mt-rrn", "mt-timesvdpp"), ("mt-rrn", "mt-rrn-stationary"),
+         ("mt-rrn", "mt-bias")]
 
 runs = defaultdict(dict)  # setting -> seed -> metrics
 for path in sorted(p for out in sys.argv[1:] for p in Path(out).glob("*-s*/metrics.json")):
