@@ -14,6 +14,7 @@ from test_rrn import datamodule, one_thread, tiny_model, tiny_ratings  # noqa: F
 from rrnx.errors import RrnxError
 from rrnx.models.rrn import fused
 from rrnx.models.rrn.lstm import FusedPackedLSTMFunction, packed_lstm
+from rrnx.models.rrn.sequences import RatingBag, take_rows
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("c++") and shutil.which("ninja")),
                                     reason="the fused LSTM cell needs a C++ compiler and ninja")
@@ -55,6 +56,47 @@ def test_fused_cell_without_gradients_gives_the_same_states():
     with torch.no_grad():
         without = packed_lstm(lstm, x, sizes, "fused")
     assert with_grad.requires_grad and torch.equal(with_grad.detach(), without)
+
+
+def bags(n_ratings: int, n_bags: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each rating's bag, non-decreasing, every bag non-empty, and each bag's first rating (offsets)."""
+    bag = torch.cat([torch.arange(n_bags), torch.randint(0, n_bags, (n_ratings - n_bags,), generator=generator)]).sort()[0]
+    counts = torch.bincount(bag, minlength=n_bags)
+    return bag, torch.cumsum(counts, 0) - counts
+
+
+@needs_compiler
+def test_the_compiled_rating_embedding_gradient_is_embedding_bags():
+    cell = fused.fused_cell(required=True)
+    generator = torch.Generator().manual_seed(0)
+    bag, offsets = bags(40, 9, generator)
+    index = torch.randint(0, 6, (40,), generator=generator)  # repeated rows: their gradients add up
+    weights = torch.rand(40, dtype=torch.double, generator=generator)
+    table = torch.randn(6, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w: RatingBag.apply(w, index, offsets, bag, weights, cell), (table,))
+    grad = torch.randn(9, 3, generator=generator)
+    single = table.detach().float().requires_grad_()
+    expected = torch.autograd.grad(torch.nn.functional.embedding_bag(
+        index, single, offsets, mode="sum", per_sample_weights=weights.float()), single, grad)
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2, 4):  # each thread owns a range of table rows: the sums do not depend on the count
+            torch.set_num_threads(n_threads)
+            got = cell.bag_backward(grad, index, bag, weights.float(), 6)
+            assert torch.allclose(got, expected[0], atol=1e-6)
+            assert torch.equal(got, cell.bag_backward(grad, index, bag, weights.float(), 6))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_take_rows_gradient_is_the_embedding_gradient():
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(5, 4, requires_grad=True)
+    index = torch.tensor([0, 0, 1, 3, 3, 3, 4, 0])  # sorted runs and a repeat out of order
+    grad = torch.randn(8, 4, generator=generator)
+    (ours,) = torch.autograd.grad(take_rows(table, index), table, grad)
+    (embedding,) = torch.autograd.grad(torch.nn.functional.embedding(index, table), table, grad)
+    assert torch.allclose(ours, embedding, atol=1e-6) and ours[2].abs().sum() == 0  # row 2 is never taken
 
 
 def test_a_failed_build_falls_back_to_the_torch_cell_with_one_warning_line(failed_build, capfd):
@@ -142,8 +184,8 @@ def test_training_predictions_and_gradients_agree_across_kernels(tmp_path, side)
         other_before, _ = model._cached_states("item" if side == "user" else "user")
         pred, _, _ = model.phase_forward(side, torch.arange(model._sides[side].n_entities), other_before)
         pred.square().mean().backward()
-        net = model._net(side)
-        results[kernel] = (pred.detach(), [p.grad for p in net.lstm.parameters()])
+        net = model._net(side)  # the LSTM's and eq. (5)'s embedding (RatingBag with "fused") gradients
+        results[kernel] = (pred.detach(), [p.grad for p in net.parameters()])
     (pred_t, grads_t), (pred_f, grads_f) = results["torch"], results["fused"]
     assert torch.allclose(pred_t, pred_f, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads_t, grads_f))

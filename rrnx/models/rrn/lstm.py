@@ -158,6 +158,22 @@ def _weight_gradients(ctx, d_gates, x, w_ih, states, sizes):
 LSTM_KERNELS = ("auto", "fused", "torch", "cudnn")
 
 
+def resolve_kernel(kernel: str, device: torch.device) -> tuple[str, object]:
+    """What `kernel` runs on `device`, and the compiled extension when that is "fused" (else None): "auto" is
+    cuDNN on CUDA and the fused cell on the CPU, "torch" (with one warning line) where it cannot be built."""
+    cuda = torch.device(device).type == "cuda"
+    if kernel == "auto":
+        if cuda:
+            return "cudnn", None
+        cell = fused_cell(required=False)
+        return ("fused", cell) if cell is not None else ("torch", None)
+    if kernel == "fused":
+        if cuda:
+            raise ValueError("lstm_kernel 'fused' is the CPU cell; on CUDA use auto, cudnn or torch")
+        return "fused", fused_cell(required=True)
+    return kernel, None
+
+
 def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
     """Hidden states of every packed row (R, H) of `data` (R, E), layer by layer with lstm's weights.
 
@@ -165,15 +181,7 @@ def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor, ke
     PackedLSTMFunction, "cudnn" nn.LSTM itself on the PackedSequence (cuDNN's packed LSTM on a GPU;
     on the CPU its per-step slicing is quadratic in the length), "auto" cuDNN on CUDA and the fused
     cell on the CPU, falling back to "torch" with one warning line where it cannot be built."""
-    if kernel == "auto":
-        kernel = "cudnn" if data.is_cuda else "fused"
-        cell = fused_cell(required=False) if kernel == "fused" else None
-        if kernel == "fused" and cell is None:
-            kernel = "torch"
-    elif kernel == "fused":
-        if data.is_cuda:
-            raise ValueError("lstm_kernel 'fused' is the CPU cell; on CUDA use auto, cudnn or torch")
-        cell = fused_cell(required=True)
+    kernel, cell = resolve_kernel(kernel, data.device)
     if kernel == "cudnn":
         packed = nn.utils.rnn.PackedSequence(data, batch_sizes.cpu())
         return lstm(packed)[0].data

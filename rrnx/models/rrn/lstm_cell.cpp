@@ -1,5 +1,6 @@
 // The LSTM of eqs. (1)-(4) over a time-major packed layout, the cell fused: rrnx/models/rrn/fused.py
-// builds this file with torch.utils.cpp_extension at first use.
+// builds this file with torch.utils.cpp_extension at first use. Also the backward of eq. (5)'s rating
+// embedding (`bag_backward`, at the end).
 //
 // Per step, the recurrent product W_hh h_{t-1} stays one MKL matmul; everything after it (the four
 // gate nonlinearities, eq. (3)'s cell update, eq. (4)'s output and every factor of the gate gradients
@@ -10,6 +11,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -44,13 +46,15 @@ inline T sigmoid(T x) { return T(1) / (T(1) + exp_of(-x)); }
 template <typename T>
 inline T tanh_of(T x) { return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1); }  // = tanh x
 
-// One forward step over local rows [begin, end): gates (bs, 4H) hold the pre-activations; c_prev
+// One forward step over local rows [begin, end): gates (bs, 4H) hold the pre-activations without
+// the bias, which is added here (bias (4H,) = b_ih + b_hh: one pass over the block less than a
+// broadcast bias in the input matmul, which writes the whole (R, 4H) block once more); c_prev
 // (bs', H) the cells of step t-1 (FIRST: c_0 = 0). Writes c (cells), h (states) and, with GRAD,
 // turns the gate block into the factors d(gate pre-activation) / d(c or h) and writes f and
 // o (1 - tanh^2 c) = dh -> dc, so that the backward step is products only.
 template <typename T, bool FIRST, bool GRAD>
-void forward_rows(T* gates, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t begin, int64_t end,
-                  int64_t H) {
+void forward_rows(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t begin,
+                  int64_t end, int64_t H) {
   for (int64_t r = begin; r < end; ++r) {
     T* g = gates + r * 4 * H;
     const T* cp = FIRST ? nullptr : c_prev + r * H;
@@ -58,7 +62,8 @@ void forward_rows(T* gates, const T* c_prev, T* c, T* h, T* forget, T* dc_factor
     T* hr = h + r * H;
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      T i = sigmoid(g[j]), f = sigmoid(g[H + j]), gg = tanh_of(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
+      T i = sigmoid(g[j] + bias[j]), f = sigmoid(g[H + j] + bias[H + j]);
+      T gg = tanh_of(g[2 * H + j] + bias[2 * H + j]), o = sigmoid(g[3 * H + j] + bias[3 * H + j]);
       T previous = FIRST ? T(0) : cp[j];
       T cell = f * previous + i * gg;  // eq. (3)
       T tc = tanh_of(cell);
@@ -77,9 +82,10 @@ void forward_rows(T* gates, const T* c_prev, T* c, T* h, T* forget, T* dc_factor
 }
 
 template <typename T, bool FIRST, bool GRAD>
-void forward_step(T* gates, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t size, int64_t H) {
+void forward_step(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t size,
+                  int64_t H) {
   at::parallel_for(0, size, kGrainRows, [&](int64_t begin, int64_t end) {
-    forward_rows<T, FIRST, GRAD>(gates, c_prev, c, h, forget, dc_factor, begin, end, H);
+    forward_rows<T, FIRST, GRAD>(gates, bias, c_prev, c, h, forget, dc_factor, begin, end, H);
   });
 }
 
@@ -119,7 +125,8 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
   TORCH_CHECK(x.device().is_cpu(), "the fused LSTM cell runs on the CPU");
   const auto sizes = step_sizes(batch_sizes);
   const int64_t n_rows = x.size(0), H = w_hh.size(1), first = sizes.empty() ? 0 : sizes[0];
-  auto gates = at::addmm(bias, x, w_ih.t()).contiguous();  // (R, 4H): eqs. (1)-(2)'s input part, all steps
+  auto gates = at::mm(x, w_ih.t()).contiguous();  // (R, 4H): eqs. (1)-(2)'s input part, all steps (bias: below)
+  auto b = bias.contiguous();
   auto states = torch::empty({n_rows, H}, x.options());
   auto forget = grad ? torch::empty({n_rows, H}, x.options()) : torch::empty({0}, x.options());
   auto dc_factor = grad ? torch::empty({n_rows, H}, x.options()) : torch::empty({0}, x.options());
@@ -138,10 +145,11 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
       scalar_t* h = states.data_ptr<scalar_t>() + offset * H;
       scalar_t* fp = grad ? forget.data_ptr<scalar_t>() + offset * H : nullptr;
       scalar_t* dp = grad ? dc_factor.data_ptr<scalar_t>() + offset * H : nullptr;
-      if (t == 0 && grad) forward_step<scalar_t, true, true>(gp, c_prev, c, h, fp, dp, size, H);
-      else if (t == 0) forward_step<scalar_t, true, false>(gp, c_prev, c, h, fp, dp, size, H);
-      else if (grad) forward_step<scalar_t, false, true>(gp, c_prev, c, h, fp, dp, size, H);
-      else forward_step<scalar_t, false, false>(gp, c_prev, c, h, fp, dp, size, H);
+      const scalar_t* bp = b.data_ptr<scalar_t>();
+      if (t == 0 && grad) forward_step<scalar_t, true, true>(gp, bp, c_prev, c, h, fp, dp, size, H);
+      else if (t == 0) forward_step<scalar_t, true, false>(gp, bp, c_prev, c, h, fp, dp, size, H);
+      else if (grad) forward_step<scalar_t, false, true>(gp, bp, c_prev, c, h, fp, dp, size, H);
+      else forward_step<scalar_t, false, false>(gp, bp, c_prev, c, h, fp, dp, size, H);
       previous = offset;
       offset += size;
     }
@@ -182,9 +190,55 @@ torch::Tensor backward(const torch::Tensor& d_states_in, const torch::Tensor& fa
   return d_gates;
 }
 
+// dL/dW_embed of eq. (5)'s x_t columns (EmbeddingBag, mode sum, per-rating weights): table row index[n]
+// gains weights[n] * grad[bag[n]] for every rating n, in rating order. torch's CPU kernel makes one BLAS
+// axpy call per rating (40 floats each; its call overhead is most of the time); this is one vectorised
+// loop. With T threads each owns a contiguous range of table rows and scans all ratings: no two threads
+// write one row, and every row sums in rating order whatever T is (the result does not depend on it).
+template <typename T>
+void bag_rows(const T* grad, const int64_t* index, const int64_t* bag, const T* weights, T* out, int64_t n,
+              int64_t low, int64_t high, int64_t E) {
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t row = index[k];
+    if (row < low || row >= high) continue;
+    const T w = weights ? weights[k] : T(1);
+    const T* source = grad + bag[k] * E;
+    T* target = out + row * E;
+#pragma omp simd
+    for (int64_t j = 0; j < E; ++j) target[j] += w * source[j];
+  }
+}
+
+// grad (bags, E), index and bag (N,) int64, weights (N,) or empty (all 1); returns (n_table, E).
+torch::Tensor bag_backward(const torch::Tensor& grad_in, const torch::Tensor& index_in, const torch::Tensor& bag_in,
+                           const torch::Tensor& weights_in, int64_t n_table) {
+  TORCH_CHECK(grad_in.device().is_cpu() && grad_in.dim() == 2, "bag_backward: a 2-D CPU gradient");
+  auto grad = grad_in.contiguous();
+  auto index = index_in.to(torch::kInt64).contiguous();
+  auto bag = bag_in.to(torch::kInt64).contiguous();
+  TORCH_CHECK(index.numel() == bag.numel(), "bag_backward: one bag per index");
+  const bool weighted = weights_in.numel() > 0;
+  auto weights = weighted ? weights_in.to(grad.scalar_type()).contiguous() : weights_in;
+  TORCH_CHECK(!weighted || weights.numel() == index.numel(), "bag_backward: one weight per index");
+  const int64_t E = grad.size(1), n = index.numel();
+  auto out = torch::zeros({n_table, E}, grad.options());
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_table));
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "rrnx_bag_backward", [&] {
+    const scalar_t* wp = weighted ? weights.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t part = begin; part < end; ++part) {
+        bag_rows<scalar_t>(grad.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), bag.data_ptr<int64_t>(), wp,
+                           out.data_ptr<scalar_t>(), n, n_table * part / parts, n_table * (part + 1) / parts, E);
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused packed LSTM forward");
   m.def("backward", &backward, "fused packed LSTM backward");
+  m.def("bag_backward", &bag_backward, "EmbeddingBag (sum, per-rating weights) weight gradient");
 }

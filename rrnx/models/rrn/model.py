@@ -25,8 +25,8 @@ from torch import nn
 from rrnx.distributed import all_reduce_sum_, broadcast_from_rank0_
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
-from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm
-from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RowBatch, SideTensors, entity_ratings, gather,
+from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm, resolve_kernel
+from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RatingBag, RowBatch, SideTensors, entity_ratings, gather,
                                        length_sorted_batches, pack, permute_rows, rating_bounded_parts, take_rows,
                                        training_sides)
 from rrnx.models.rrn.states import RRNStates
@@ -70,8 +70,13 @@ class SideNetwork(nn.Module):
                 stats: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state after each row of the batch, (R, H); `stats` (R, 2): extra context columns."""
         if self.embed_ratings is not None:
-            y = self.embed_ratings(take_rows(side.other, batch.ratings), batch.bag_offsets,
-                                   per_sample_weights=weights)  # (R, E)
+            other = take_rows(side.other, batch.ratings)  # (N,)
+            kernel, cell = resolve_kernel(self.lstm_kernel, other.device)
+            if kernel == "fused" and not weights.requires_grad:  # the compiled weight gradient (RatingBag)
+                y = RatingBag.apply(self.embed_ratings.weight, other, batch.bag_offsets, batch.rating_row,
+                                    weights, cell)  # (R, E)
+            else:
+                y = self.embed_ratings(other, batch.bag_offsets, per_sample_weights=weights)  # (R, E)
         else:
             y = torch.zeros(len(batch.rows), self.embed_context.out_features, device=batch.rows.device)  # (R, E)
         # eq. (5), (R, E): + the context columns; the weight passed row-major so that its gradient is
@@ -160,8 +165,9 @@ class RRN(RRNStates, RatingModel):
             after every training time (docs/rrn.md measures it); the step's newbie flag stays.
         lstm_kernel: how the LSTMs run, same values and gradients (docs/rrn.md): "auto" (the fused C++
             cell on the CPU, built at first use, or the pure-torch one with a warning where it cannot be
-            built; cuDNN's packed LSTM on CUDA), "fused", "torch" (the pure-torch cell), "cudnn" (nn.LSTM
-            on the PackedSequence; on the CPU quadratic in the sequence length).
+            built; cuDNN's packed LSTM on CUDA), "fused" (also eq. (5)'s rating-embedding gradient in C++),
+            "torch" (the pure-torch cell), "cudnn" (nn.LSTM on the PackedSequence; on the CPU quadratic in
+            the sequence length).
     """
 
     # under DDP each rank trains its part of each phase's entities and the gradients are exchanged by

@@ -85,6 +85,7 @@ class RRNStates:
         version = self._weights_version(side)
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
+        self._state_cache.pop(side, None)  # a stale table is not needed for the new one: free it first
         seqs = self._sides[side]
         after = self._states_after_all_rows(side, seqs)  # (n_active, D)
         first = seqs.features[:, 0] > 0  # 1_newbie marks each entity's first row
