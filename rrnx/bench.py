@@ -266,7 +266,9 @@ def format_report(result: dict) -> str:
               f"item phase {f['item_phase'] / 1e9:,.1f}, evaluation {f['eval'] / 1e9:,.1f})",
               f"  machine     {rate / 1e9:,.1f} GFLOP/s measured float32 matmul (gate-shaped, {result['device']})",
               f"  floor       {floor['epoch']:.1f} s per epoch at that rate (user {floor['user_phase']:.1f} s, "
-              f"item {floor['item_phase']:.1f} s, evaluation {floor['eval']:.1f} s)",
+              f"item {floor['item_phase']:.1f} s, evaluation {floor['eval']:.1f} s); "
+              + ", ".join(f"epoch {i} {(e['user_phase_s'] + e['item_phase_s']) / floor['epoch']:.2f}x it"
+                          for i, e in enumerate(result["epochs"])) + " (both phases)",
               f"  gathers     {gathers['epoch'] / 1e9:,.1f} GB of per-rating rows per epoch at {bandwidth / 1e9:,.1f} GB/s "
               f"measured (random {result['hparams']['embed_dim']}-float rows): memory floor "
               f"{gathers['epoch'] / bandwidth:.1f} s",

@@ -1,5 +1,7 @@
 """`rrnx bench`, `rrnx predict` and `rrnx update` on tiny data made here."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -18,12 +20,19 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_bench_small_prints_its_figures(capsys):
-    assert main(["bench", "--preset", "small", "--threads", "1"]) == 0
+def test_bench_small_prints_its_figures(capsys, tmp_path):
+    assert main(["bench", "--preset", "small", "--threads", "1", "--json", str(tmp_path / "bench.json")]) == 0
     out = capsys.readouterr().out
     for figure in ("generation", "bucketing", "user phase", "item phase", "evaluation", "GFLOP per epoch",
                    "GFLOP/s measured", "memory floor", "peak memory"):
         assert figure in out, figure
+    # the epoch as a multiple of the FLOP floor, as the issue's targets read it: both phases over the floor
+    result = json.loads((tmp_path / "bench.json").read_text())
+    epoch = result["epochs"][0]
+    floor_s = result["flops"]["epoch"] / result["matmul_flops_per_s"]
+    multiple = (epoch["user_phase_s"] + epoch["item_phase_s"]) / floor_s
+    floor_line = next(line for line in out.splitlines() if line.strip().startswith("floor"))
+    assert f"epoch 0 {multiple:.2f}x it" in floor_line
 
 
 def test_predict_top_n_and_items(run_dir, capsys):
