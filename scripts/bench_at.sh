@@ -8,7 +8,8 @@
 #   e.g. scripts/bench_at.sh dc08368 --preset netflix-full --user-granularity 2mo --item-granularity 2mo
 #        scripts/bench_at.sh 46d08c6 --threads 1 --epochs 2; then rrnx bench --threads 1 --epochs 2 here
 #
-# Both live in ${TMPDIR:-/tmp}/rrnx-bench-<commit> and are reused by the next call.
+# Both live in ${TMPDIR:-/tmp}/rrnx-bench-<commit> and are reused by the next call; to remove them:
+# git worktree remove ${TMPDIR:-/tmp}/rrnx-bench-<commit>/tree && rm -r ${TMPDIR:-/tmp}/rrnx-bench-<commit>
 set -euo pipefail
 COMMIT=${1:?usage: scripts/bench_at.sh COMMIT [rrnx bench options ...]}; shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
