@@ -168,8 +168,8 @@ class _Permute(torch.autograd.Function):
 
 class _TakeRows(torch.autograd.Function):
     """table[index] with the gradient summed into the table's rows by one index_add_ (CPU): torch's
-    embedding backward sorts the indices first, 2x slower on RRN's gathers, whose indices are sorted
-    or nearly (each rating's row or entity; 13 vs 7 ms for 313k rows of 21 floats)."""
+    embedding backward sorts the indices first, slower on RRN's gathers, whose indices are sorted
+    or nearly (each rating's row or entity; 1.4-1.7x for 313k rows of 21 floats: scripts/row_kernels.py)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

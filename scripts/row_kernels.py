@@ -1,0 +1,90 @@
+"""Times the two per-rating backwards RRN replaced, torch's against rrnx's, back to back in one process
+(docs/benchmarks.md, "The rating embedding's backward, the gate bias, the gathers' backward"):
+
+    python scripts/row_kernels.py [--threads 1]
+
+1. eq. (5)'s rating embedding: EmbeddingBag (sum, per-rating weights) weight gradient, torch's CPU
+   backward against the compiled `bag_backward` (RatingBag), on a user-phase-shaped batch (the user
+   network's 16,667-row item table, 240k rows, 313k ratings) and an item-phase-shaped one (the item
+   network's 272,943-row user table, 20k rows, 1M ratings); E = 40.
+2. a gather that carries gradients, 313k sorted indices into 240k rows of 21 floats: F.embedding's
+   backward against take_rows' (_TakeRows, one index_add_).
+Best of 5 after a warm-up; the largest difference of the two gradients is printed with each pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from rrnx.models.rrn.fused import fused_cell
+from rrnx.models.rrn.sequences import RatingBag, take_rows
+
+
+def best_ms(step, repeats: int = 5) -> float:
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
+def gradient(forward, table: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    leaf = table.detach().requires_grad_()
+    (result,) = torch.autograd.grad(forward(leaf), leaf, grad)
+    return result
+
+
+def bag_pair(cell, n_table: int, n_rows: int, n_ratings: int, generator: torch.Generator) -> str:
+    table = torch.randn(n_table, 40, generator=generator)
+    index = torch.randint(0, n_table, (n_ratings,), generator=generator)  # (N,) the other entity
+    extra = torch.randint(0, n_rows, (n_ratings - n_rows,), generator=generator)
+    bag = torch.cat([torch.arange(n_rows), extra]).sort()[0]  # (N,) every row has a rating
+    counts = torch.bincount(bag, minlength=n_rows)
+    offsets = torch.cumsum(counts, 0) - counts  # (R,)
+    weights = torch.rand(n_ratings, generator=generator)
+    grad = torch.randn(n_rows, 40, generator=generator)
+
+    def torch_bag(w):
+        return torch.nn.functional.embedding_bag(index, w, offsets, mode="sum", per_sample_weights=weights)
+
+    def rrnx_bag(w):
+        return RatingBag.apply(w, index, offsets, bag, weights, cell)
+
+    ms = [best_ms(lambda f=f: gradient(f, table, grad)) for f in (torch_bag, rrnx_bag)]
+    diff = (gradient(torch_bag, table, grad) - gradient(rrnx_bag, table, grad)).abs().max().item()
+    return (f"rating embedding, {n_table:,}-row table, {n_rows:,} rows, {n_ratings:,} ratings: torch {ms[0]:.1f} ms, "
+            f"rrnx {ms[1]:.1f} ms ({ms[0] / ms[1]:.1f}x); max difference {diff:.1e}")
+
+
+def gather_pair(generator: torch.Generator) -> str:
+    table = torch.randn(240_000 + 1, 21, generator=generator)
+    index = torch.randint(0, len(table), (313_000,), generator=generator).sort()[0]  # (N,) sorted
+    grad = torch.randn(len(index), 21, generator=generator)
+    embedding = lambda t: torch.nn.functional.embedding(index, t)  # noqa: E731
+    ours = lambda t: take_rows(t, index)  # noqa: E731
+    ms = [best_ms(lambda f=f: gradient(f, table, grad)) for f in (embedding, ours)]
+    diff = (gradient(embedding, table, grad) - gradient(ours, table, grad)).abs().max().item()
+    return (f"gather with gradients, {len(index):,} sorted rows of 21 floats: F.embedding {ms[0]:.1f} ms, "
+            f"take_rows {ms[1]:.1f} ms ({ms[0] / ms[1]:.1f}x); max difference {diff:.1e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cell = fused_cell(required=True)
+    generator = torch.Generator().manual_seed(0)
+    print(f"{args.threads} threads (forward + backward each)")
+    print(bag_pair(cell, 16_667, 240_000, 313_000, generator))
+    print(bag_pair(cell, 272_943, 20_000, 1_000_000, generator))
+    print(gather_pair(generator))
+
+
+if __name__ == "__main__":
+    main()
