@@ -128,7 +128,7 @@ def all_reduce_sparse_(param: torch.Tensor) -> None:
         param.grad = rows_touched(dense)
         return
     grad = grad.coalesce()
-    torch.distributed.all_reduce(grad)  # gloo's sparse all-reduce: the summed rows, in place of this rank's
+    torch.distributed.all_reduce(grad)  # gloo's sparse all-reduce, waited for: one at a time (SerialSparseDDP)
     param.grad = grad
 
 
@@ -175,6 +175,32 @@ class SelfSyncingDDP(DDPStrategy):
         broadcast_from_rank0_([*self.model.parameters(), *self.model.buffers()])
 
 
+def serial_all_reduce(process_group, bucket):  # no annotations: DDP refuses this module's string ones
+    """A DDP communication hook: DDP's default all-reduce (the bucket summed over the ranks and divided by
+    their number), run to completion before it returns a finished torch.futures.Future holding the bucket,
+    so that one bucket's all-reduce ends before the next begins (SerialSparseDDP says why)."""
+    group = process_group or torch.distributed.group.WORLD
+    tensor = bucket.buffer()  # dense (n,) or, for a sparse embedding, its (U, k) sparse gradient
+    tensor.div_(group.size())
+    torch.distributed.all_reduce(tensor, group=group)
+    done = torch.futures.Future()
+    done.set_result(tensor)
+    return done
+
+
+class SerialSparseDDP(DDPStrategy):
+    """Lightning's DDP for a model whose embeddings give sparse gradients (PMF, BiasedMF, TimeSVD++) on gloo,
+    the CPU backend. DDP's reducer starts each bucket's all-reduce as soon as its gradients are ready, and
+    gloo runs the queued ones on two worker threads at once; two sparse all-reduces running at once corrupt
+    memory (torch 2.13: a process aborts with 'malloc(): unaligned tcache chunk detected', or every rank
+    ends with weights that differ from one run to the next: scripts/gloo_sparse_race.py). With
+    `serial_all_reduce` as DDP's communication hook each all-reduce ends before the next starts: the same
+    sums, one at a time."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(ddp_comm_hook=serial_all_reduce, **kwargs)
+
+
 class DenseGradientDDP(DDPStrategy):
     """Lightning's DDP for a model whose embeddings give sparse gradients (PMF, BiasedMF, TimeSVD++), on a
     backend that all-reduces dense tensors only (NCCL, the GPU backend): its embeddings give dense gradients,
@@ -216,12 +242,14 @@ def dense_gradients(trainer: dict) -> bool:
 def trainer_arguments(trainer: dict, model, role: Role) -> dict:
     """The Trainer's arguments for this model: a model that syncs its own updates gets SelfSyncingDDP
     in place of the recipe's DDP strategy name; a model with sparse gradients on several GPUs gets
-    DenseGradientDDP (NCCL cannot all-reduce sparse tensors); every other case is left as the recipe says."""
+    DenseGradientDDP (NCCL cannot all-reduce sparse tensors), on several CPU processes SerialSparseDDP (gloo
+    corrupts memory when two sparse all-reduces run at once); every other case is left as the recipe says."""
     strategy = trainer.get("strategy")
     ddp = isinstance(strategy, str) and strategy.startswith("ddp")
     if not getattr(model, "syncs_own_updates", False):
-        if role.world_size > 1 and strategy in POPEN_DDP and sparse_embeddings(model) and dense_gradients(trainer):
-            return {**trainer, "strategy": DenseGradientDDP(find_unused_parameters=strategy.endswith("_true"))}
+        if role.world_size > 1 and strategy in POPEN_DDP and sparse_embeddings(model):
+            ddp = DenseGradientDDP if dense_gradients(trainer) else SerialSparseDDP
+            return {**trainer, "strategy": ddp(find_unused_parameters=strategy.endswith("_true"))}
         return trainer
     if role.world_size == 1 and not ddp:
         return trainer

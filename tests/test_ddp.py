@@ -87,6 +87,8 @@ def test_two_processes_train_what_one_trains(model, tmp_path):
     rank0 = torch.load(run / "weights-rank0.pt", weights_only=True)
     rank1 = torch.load(run / "weights-rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    if model == "pmf":  # sparse gradients on gloo: all-reduced one at a time (rrnx.distributed.SerialSparseDDP)
+        assert (run / "weights-rank0.strategy").read_text() == "SerialSparseDDP"
 
 
 @pytest.mark.slow
@@ -156,22 +158,27 @@ def test_models_that_sync_themselves_never_get_the_ddp_wrapper():
     for model, role in ((RRN(5, 4), Role()), (Bias(5, 4), Role(1, 2))):
         assert isinstance(trainer_arguments({"strategy": "ddp"}, model, role)["strategy"], SelfSyncingDDP)
     assert trainer_arguments({"strategy": "auto"}, RRN(5, 4), Role()) == {"strategy": "auto"}
-    assert trainer_arguments({"strategy": "ddp"}, PMF(5, 4), Role(0, 2)) == {"strategy": "ddp"}
+    assert trainer_arguments({"strategy": "auto"}, PMF(5, 4), Role(0, 2)) == {"strategy": "auto"}
     with pytest.raises(RrnxError, match="with strategy 'ddp' only"):
         trainer_arguments({"strategy": "fsdp"}, RRN(5, 4), Role(0, 2))
 
 
 def test_sparse_gradient_models_on_several_gpus_reduce_dense_gradients(monkeypatch):
     """NCCL cannot all-reduce sparse gradients: pmf on 2 GPUs gets DenseGradientDDP, on 2 CPU processes (gloo)
-    DDP's own sparse reduction; a dense model and a single GPU keep the recipe's strategy."""
-    from rrnx.distributed import DENSE_GRADIENTS_ENV, DenseGradientDDP, Role, trainer_arguments
+    SerialSparseDDP (DDP's sparse reduction, one bucket at a time); a dense model and a single GPU keep the
+    recipe's strategy."""
+    from rrnx.distributed import (DENSE_GRADIENTS_ENV, DenseGradientDDP, Role, SerialSparseDDP, serial_all_reduce,
+                                  trainer_arguments)
     from rrnx.models.autorec import IAutoRec
     from rrnx.models.pmf import PMF
 
     monkeypatch.delenv(DENSE_GRADIENTS_ENV, raising=False)
     assert isinstance(trainer_arguments({"strategy": "ddp", "accelerator": "gpu"}, PMF(5, 4), Role(0, 2))["strategy"],
                       DenseGradientDDP)
-    assert trainer_arguments({"strategy": "ddp", "accelerator": "cpu"}, PMF(5, 4), Role(0, 2))["strategy"] == "ddp"
+    serial = trainer_arguments({"strategy": "ddp", "accelerator": "cpu"}, PMF(5, 4), Role(0, 2))["strategy"]
+    assert isinstance(serial, SerialSparseDDP) and serial._ddp_comm_hook is serial_all_reduce
+    assert trainer_arguments({"strategy": "ddp", "accelerator": "cpu"}, IAutoRec(5, 4), Role(0, 2)) == {
+        "strategy": "ddp", "accelerator": "cpu"}
     assert trainer_arguments({"strategy": "ddp", "accelerator": "gpu"}, PMF(5, 4), Role(0, 1))["strategy"] == "ddp"
     dense = {"strategy": "ddp", "accelerator": "gpu"}
     assert trainer_arguments(dense, IAutoRec(5, 4), Role(0, 2)) == dense  # dense weights: NCCL reduces them
@@ -196,8 +203,8 @@ def test_rows_touched_keeps_the_rows_a_sparse_gradient_holds():
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["pmf", "timesvdpp"])
 def test_dense_gradient_path_of_gpus_trains_what_one_process_trains(model, tmp_path):
-    """DenseGradientDDP, the path NCCL takes, forced on gloo: the same validation curve as DDP's own sparse
-    reduction on gloo (which test_two_processes_train_what_one_trains holds to one process for pmf; TimeSVD++
+    """DenseGradientDDP, the path NCCL takes, forced on gloo: the same validation curve as the sparse
+    reduction on gloo (SerialSparseDDP) (which test_two_processes_train_what_one_trains holds to one process for pmf; TimeSVD++
     under DDP differs from one process by its batch-mean weighting, docs/scaling.md)."""
     from rrnx.distributed import DENSE_GRADIENTS_ENV
 
@@ -207,7 +214,7 @@ def test_dense_gradient_path_of_gpus_trains_what_one_process_trains(model, tmp_p
     alone = json.loads(sparse.stdout.strip().splitlines()[-1])
     done = ddp_fit([str(recipe), *SETTINGS, *DDP], tmp_path / "two", env={DENSE_GRADIENTS_ENV: "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "sparse" / "weights-rank0.strategy").read_text() == "DDPStrategy"
+    assert (tmp_path / "sparse" / "weights-rank0.strategy").read_text() == "SerialSparseDDP"
     for rank in (0, 1):  # the dense path ran, not DDP's sparse reduction
         assert (tmp_path / "two" / f"weights-rank{rank}.strategy").read_text() == "DenseGradientDDP"
     two = json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,98 @@
+"""Shows why sparse-gradient models train under SerialSparseDDP on CPU (rrnx/distributed.py, docs/scaling.md):
+
+    python scripts/gloo_sparse_race.py [--runs 6] [--steps 3000]
+
+Each run trains a small PMF-shaped model (four sparse embeddings: two factor tables, two bias tables) with
+SparseAdam in 2 gloo processes under DistributedDataParallel, from the same seeds, twice: with DDP's own
+all-reduce (each bucket's starts as soon as its gradients are ready, so gloo's worker threads run several
+sparse all-reduces at once) and with rrnx's `serial_all_reduce` hook (one at a time). It prints, per run,
+how the run ended and a checksum of rank 0's final weights. Runs from the same seeds must give the same
+checksum; a run that aborts or gives another checksum is the race.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from rrnx.distributed import serial_all_reduce
+
+
+class SparsePMF(torch.nn.Module):
+    def __init__(self, users: int = 300, items: int = 200, dim: int = 8) -> None:
+        super().__init__()
+        self.p = torch.nn.Embedding(users, dim, sparse=True)  # (U, k)
+        self.q = torch.nn.Embedding(items, dim, sparse=True)  # (I, k)
+        self.b_user = torch.nn.Embedding(users, 1, sparse=True)  # (U, 1)
+        self.b_item = torch.nn.Embedding(items, 1, sparse=True)  # (I, 1)
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:  # (B,), (B,) -> (B,)
+        return (self.p(user) * self.q(item)).sum(1) + self.b_user(user)[:, 0] + self.b_item(item)[:, 0]
+
+
+def train(rank: int, port: int, steps: int, serial: bool, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = DistributedDataParallel(SparsePMF())
+    if serial:
+        model.register_comm_hook(None, serial_all_reduce)
+    optimizer = torch.optim.SparseAdam(model.parameters(), lr=0.01)
+    draw = torch.Generator().manual_seed(rank)
+    for _ in range(steps):
+        n = int(torch.randint(1, 40, (1,), generator=draw))  # ranks touch different numbers of rows
+        user, item = torch.randint(0, 300, (n,), generator=draw), torch.randint(0, 200, (n,), generator=draw)
+        loss = (model(user, item) - 1).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if rank == 0:
+        weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+        with open(out, "w") as f:
+            f.write(f"{weights.double().sum().item():.6f}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_run(steps: int, serial: bool, out: str) -> str:
+    if os.path.exists(out):
+        os.remove(out)
+    try:
+        mp.spawn(train, args=(free_port(), steps, serial, out), nprocs=2)
+    except mp.ProcessExitedException as error:
+        return f"died ({error})"
+    except mp.ProcessRaisedException as error:
+        return f"raised ({str(error).strip().splitlines()[-1]})"
+    with open(out) as f:
+        return f"checksum {f.read()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=3000)
+    args = parser.parse_args()
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gloo_sparse_race-{os.getpid()}.txt")
+    for serial, name in ((False, "DDP's all-reduce"), (True, "serial_all_reduce")):
+        for run in range(args.runs):
+            print(f"{name:18s} run {run + 1}: {one_run(args.steps, serial, out)}", flush=True)
+    if os.path.exists(out):
+        os.remove(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
