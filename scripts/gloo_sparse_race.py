@@ -6,7 +6,7 @@ Each run trains a small PMF-shaped model (four sparse embeddings: two factor tab
 SparseAdam in 2 gloo processes under DistributedDataParallel, from the same seeds, twice: with DDP's own
 all-reduce (each bucket's starts as soon as its gradients are ready, so gloo's worker threads run several
 sparse all-reduces at once) and with rrnx's `serial_all_reduce` hook (one at a time). It prints, per run,
-how the run ended and a checksum of rank 0's final weights. Runs from the same seeds must give the same
+how the run ended, a checksum of rank 0's final weights and the seconds its training loop took. Runs from the same seeds must give the same
 checksum; a run that aborts or gives another checksum is the race.
 """
 
@@ -16,6 +16,7 @@ import argparse
 import os
 import socket
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -47,6 +48,7 @@ def train(rank: int, port: int, steps: int, serial: bool, out: str) -> None:
         model.register_comm_hook(None, serial_all_reduce)
     optimizer = torch.optim.SparseAdam(model.parameters(), lr=0.01)
     draw = torch.Generator().manual_seed(rank)
+    start = time.perf_counter()
     for _ in range(steps):
         n = int(torch.randint(1, 40, (1,), generator=draw))  # ranks touch different numbers of rows
         user, item = torch.randint(0, 300, (n,), generator=draw), torch.randint(0, 200, (n,), generator=draw)
@@ -57,7 +59,7 @@ def train(rank: int, port: int, steps: int, serial: bool, out: str) -> None:
     if rank == 0:
         weights = torch.cat([p.detach().flatten() for p in model.parameters()])
         with open(out, "w") as f:
-            f.write(f"{weights.double().sum().item():.6f}")
+            f.write(f"{weights.double().sum().item():.6f}, {time.perf_counter() - start:.1f} s of training")
     dist.barrier()
     dist.destroy_process_group()
 
