@@ -192,8 +192,8 @@ class SerialSparseDDP(DDPStrategy):
     """Lightning's DDP for a model whose embeddings give sparse gradients (PMF, BiasedMF, TimeSVD++) on gloo,
     the CPU backend. DDP's reducer starts each bucket's all-reduce as soon as its gradients are ready, and
     gloo runs the queued ones on two worker threads at once; two sparse all-reduces running at once corrupt
-    memory (torch 2.13: a process aborts with 'malloc(): unaligned tcache chunk detected', or every rank
-    ends with weights that differ from one run to the next: scripts/gloo_sparse_race.py). With
+    memory (torch 2.13: a process dies, SIGABRT after 'malloc(): unaligned tcache chunk detected' or SIGSEGV,
+    in 6 of 20 runs of scripts/gloo_sparse_race.py, docs/scaling.md). With
     `serial_all_reduce` as DDP's communication hook each all-reduce ends before the next starts: the same
     sums, one at a time."""
 
@@ -248,8 +248,8 @@ def trainer_arguments(trainer: dict, model, role: Role) -> dict:
     ddp = isinstance(strategy, str) and strategy.startswith("ddp")
     if not getattr(model, "syncs_own_updates", False):
         if role.world_size > 1 and strategy in POPEN_DDP and sparse_embeddings(model):
-            ddp = DenseGradientDDP if dense_gradients(trainer) else SerialSparseDDP
-            return {**trainer, "strategy": ddp(find_unused_parameters=strategy.endswith("_true"))}
+            reducer = DenseGradientDDP if dense_gradients(trainer) else SerialSparseDDP
+            return {**trainer, "strategy": reducer(find_unused_parameters=strategy.endswith("_true"))}
         return trainer
     if role.world_size == 1 and not ddp:
         return trainer

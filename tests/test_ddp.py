@@ -211,8 +211,8 @@ def test_rows_touched_keeps_the_rows_a_sparse_gradient_holds():
 @pytest.mark.parametrize("model", ["pmf", "timesvdpp"])
 def test_dense_gradient_path_of_gpus_trains_what_one_process_trains(model, tmp_path):
     """DenseGradientDDP, the path NCCL takes, forced on gloo: the same validation curve as the sparse
-    reduction on gloo (SerialSparseDDP) (which test_two_processes_train_what_one_trains holds to one process for pmf; TimeSVD++
-    under DDP differs from one process by its batch-mean weighting, docs/scaling.md)."""
+    reduction on gloo, SerialSparseDDP (which test_two_processes_train_what_one_trains holds to one process
+    for pmf; TimeSVD++ under DDP differs from one process by its batch-mean weighting, docs/scaling.md)."""
     from rrnx.distributed import DENSE_GRADIENTS_ENV
 
     recipe = tiny_csv_recipe(tmp_path, model=model)
