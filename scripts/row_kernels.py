@@ -9,6 +9,8 @@
    network's 272,943-row user table, 20k rows, 1M ratings); E = 40.
 2. a gather that carries gradients, 313k sorted indices into 240k rows of 21 floats: F.embedding's
    backward against take_rows' (_TakeRows, one index_add_).
+3. the forward gathers (index_select) of an epoch's largest shapes, each against a plain copy of a tensor
+   of its output's size: how far the gathers are from the machine's copy speed.
 Best of 5 after a warm-up; the largest difference of the two gradients is printed with each pair.
 """
 
@@ -73,6 +75,19 @@ def gather_pair(generator: torch.Generator) -> str:
             f"take_rows {ms[1]:.1f} ms ({ms[0] / ms[1]:.1f}x); max difference {diff:.1e}")
 
 
+def gather_against_copy(n_table: int, width: int, n: int, sort: bool, generator: torch.Generator) -> str:
+    """index_select of n rows of `width` (1: a 1-D index table, as gather()'s offsets) against copying n rows."""
+    shape = (n_table, width) if width > 1 else (n_table,)
+    table = torch.randn(shape, generator=generator)
+    index = torch.randint(0, n_table, (n,), generator=generator)  # (n,)
+    index = index.sort()[0] if sort else index
+    out = torch.empty((n, *shape[1:]))
+    source = torch.randn(out.shape, generator=generator)
+    ms = [best_ms(lambda: torch.index_select(table, 0, index, out=out)), best_ms(lambda: out.copy_(source))]
+    return (f"gather {n:,} {'sorted' if sort else 'random'} rows of {width} floats from {n_table:,}: "
+            f"index_select {ms[0]:.1f} ms, copy of the output's size {ms[1]:.1f} ms ({ms[0] / ms[1]:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -84,6 +99,10 @@ def main() -> None:
     print(bag_pair(cell, 16_667, 240_000, 313_000, generator))
     print(bag_pair(cell, 272_943, 20_000, 1_000_000, generator))
     print(gather_pair(generator))
+    print("forward gathers of an epoch's shapes against a plain copy")
+    for n_table, width, n, sort in ((365_013, 20, 1_000_232, True), (16_667, 20, 1_000_232, False),
+                                    (523_660, 40, 523_660, False), (12_434_398, 1, 6_729_431, True)):
+        print(gather_against_copy(n_table, width, n, sort, generator))
 
 
 if __name__ == "__main__":
