@@ -120,3 +120,17 @@ def test_an_owned_table_is_freed_before_the_bucketing(monkeypatch):
     data = datamodule.TemporalDataModule.from_owned_table(holder, test_start=TEST_START, batch_size=64)
     assert holder == [] and seen == [False, False]  # gone while both sides were bucketed
     assert set(data.prepare_seconds) == {"split", "bucketing"} and len(data.split.train) > 0
+
+
+def test_string_ids_split_as_their_integer_ids_do():
+    """Numeric columns take the threaded path (rrnx.data.parallel), other ids pandas': same rows either way."""
+    frame = ratings_frame()
+    named = frame.assign(user="u" + frame["user"].astype(str).str.zfill(8),
+                         item=("i" + frame["item"].astype(str).str.zfill(8)).astype("string[pyarrow]"))
+    a, b = time_split(frame, TEST_START, seed=2), time_split(named, TEST_START, seed=2)
+    for half in ("train", "val", "test"):
+        x, y = getattr(a, half), getattr(b, half)
+        assert list(x.index) == list(y.index) == list(range(len(x)))
+        for column in ("rating", "timestamp", "user_idx", "item_idx"):
+            assert np.array_equal(x[column].to_numpy(), y[column].to_numpy())
+    assert list(b.user_ids) == ["u" + str(u).zfill(8) for u in a.user_ids]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rrnx.data import parallel
 from rrnx.errors import RrnxError
 
 SPLITS = ("train", "val", "test")
@@ -80,13 +81,13 @@ def time_split(ratings: pd.DataFrame, test_start, train_start=None, test_end=Non
     in_test = ts >= t_test
     if t_end is not None:
         in_test &= ts < t_end
-    train = ratings[in_train]
-    if len(train) == 0:
+    train = _select(ratings, in_train)
+    if len(train["user"]) == 0:
         raise RrnxError(f"{source}: the train side is empty: no rating in "
                         f"[{_iso(t_train) if t_train is not None else 'start'}, {_iso(t_test)}); "
                         f"the data spans {_iso(ts.min())} .. {_iso(ts.max())}" if len(ts) else f"{source}: no ratings")
-    user_ids = np.sort(train["user"].unique())
-    item_ids = np.sort(train["item"].unique())
+    user_ids = np.sort(pd.unique(train["user"]))
+    item_ids = np.sort(pd.unique(train["item"]))
     test_all = ratings[in_test]
     n_test_raw = len(test_all)
     known = test_all["user"].isin(user_ids).to_numpy() & test_all["item"].isin(item_ids).to_numpy()
@@ -99,8 +100,10 @@ def time_split(ratings: pd.DataFrame, test_start, train_start=None, test_end=Non
     rng = np.random.default_rng(seed)
     is_val = np.zeros(len(test_all), dtype=bool)
     is_val[rng.permutation(len(test_all))[: len(test_all) // 2]] = True
-    frames = {name: _indexed(f, user_ids, item_ids)
-              for name, f in (("train", train), ("val", test_all[is_val]), ("test", test_all[~is_val]))}
+    del ratings, ts, in_train, in_test
+    frames = {name: _indexed(columns, user_ids, item_ids) for name, columns in
+              (("train", train), ("val", _select(test_all, is_val)), ("test", _select(test_all, ~is_val)))}
+    del train
     summary = _summary(frames, user_ids, item_ids, n_test_raw, t_test, t_end)
     if duplicates:
         summary["duplicates_dropped"] = duplicates
@@ -155,15 +158,31 @@ def _positions(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
         if span <= 8 * len(ids) + 1_000_000:
             table = np.zeros(span, dtype=np.int64)
             table[ids - low] = np.arange(len(ids))
-            return table[values - low]
+            out = np.empty(len(values), dtype=np.int64)
+
+            def look_up(lo):  # chunk by chunk on the preparation's threads, each into its own slice
+                out[lo:lo + parallel.CHUNK] = table[values[lo:lo + parallel.CHUNK] - low]
+
+            parallel.each(look_up, range(0, len(values), parallel.CHUNK))
+            return out
     return np.searchsorted(ids, values).astype(np.int64)
 
 
-def _indexed(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
-    frame = frame.reset_index(drop=True)  # a new frame (shared with `frame` until written, under copy-on-write)
-    frame["user_idx"] = _positions(frame["user"].to_numpy(), user_ids)
-    frame["item_idx"] = _positions(frame["item"].to_numpy(), item_ids)
-    return frame
+def _select(frame: pd.DataFrame, mask: np.ndarray) -> dict:
+    """The rows of `frame` where `mask` holds, as {column: values}: numpy columns chunk by chunk on the
+    preparation's threads (rrnx.data.parallel), others (e.g. string ids) through pandas."""
+    if all(isinstance(dtype, np.dtype) for dtype in frame.dtypes):
+        picked = parallel.compress([frame[c].to_numpy() for c in frame.columns], mask)
+        return dict(zip(frame.columns, picked))
+    picked = frame[mask].reset_index(drop=True)
+    return {c: picked[c] for c in picked.columns}
+
+
+def _indexed(columns: dict, user_ids: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
+    """One half as a frame: its columns (not copied) and contiguous user_idx / item_idx."""
+    columns = {**columns, "user_idx": _positions(np.asarray(columns["user"]), user_ids),
+               "item_idx": _positions(np.asarray(columns["item"]), item_ids)}
+    return pd.DataFrame(columns, copy=False)
 
 
 def _summary(frames: dict, user_ids, item_ids, n_test_raw: int, t_test: int, t_end: int | None) -> dict:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rrnx.data import parallel
+from rrnx.data.ordering import stable_order
 from rrnx.errors import RrnxError
 
 DAY = 86_400
@@ -64,8 +66,19 @@ class Granularity:
 
 
 def _month_number(ts: np.ndarray) -> np.ndarray:
-    """year * 12 + month - 1 of each unix timestamp (UTC)."""
-    months = np.asarray(ts, dtype=np.int64).astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    """year * 12 + month - 1 of each unix timestamp (UTC). Many timestamps over a span of days: each
+    day's month looked up in a per-day table (the calendar conversion runs once per day, not once per
+    rating: 98M ratings at Netflix-full scale)."""
+    ts = np.asarray(ts, dtype=np.int64)
+    if len(ts) > 100_000:
+        day = np.floor_divide(ts, DAY)
+        low = int(day.min())
+        span = int(day.max()) - low + 1
+        if span <= len(ts):
+            per_day = _month_number(np.arange(low, low + span, dtype=np.int64) * DAY)
+            day -= low
+            return parallel.take(per_day, day)
+    months = ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
     return months + 1970 * 12
 
 
@@ -129,15 +142,14 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
     span = int(key.max()) - low + 1 if len(key) else 1
     key -= low
     key += entity.astype(np.int64, copy=False) * span  # entity * span + (step - low)
-    order = np.argsort(key, kind="stable")  # by entity, then step, then input order
-    key = key[order]
+    index = np.int32 if len(key) < np.iinfo(np.int32).max else np.int64  # rows and positions fit
+    order, key = stable_order(key, consume=True, dtype=index)  # by entity, then step, then input order
     new_row = np.ones(len(order), dtype=bool)
     np.not_equal(key[1:], key[:-1], out=new_row[1:])
     starts = np.flatnonzero(new_row)
     row_entity, row_step = np.divmod(key[starts], span)
     row_step += low
     del key
-    index = np.int32 if len(order) < np.iinfo(np.int32).max else np.int64  # rows and positions fit
     row_of_sorted = np.cumsum(new_row, dtype=index)  # (n,) active-step row of each sorted rating, + 1
     row_of_sorted -= 1
     del new_row
@@ -152,14 +164,14 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
     first[offsets[:-1][np.diff(offsets) > 0]] = True
     prev_tau = np.where(first, tau, np.roll(tau, 1)).astype(np.float32)
     row_of_rating = np.empty(len(order), dtype=index)
-    row_of_rating[order] = row_of_sorted
+    parallel.scatter(row_of_rating, order, row_of_sorted)  # row_of_rating[order] = row_of_sorted
     del row_of_sorted
     seq = StepSequences(side, granularity, offsets, row_step.astype(np.int64), tau, prev_tau,
-                        first.astype(np.float32), rating_offsets, other[order].astype(np.int64),
-                        value[order].astype(np.float32), tau_mean, tau_std)
+                        first.astype(np.float32), rating_offsets, parallel.take(other, order, np.int64),
+                        parallel.take(value, order, np.float32), tau_mean, tau_std)
     if not return_order:
         return seq, row_of_rating
-    return seq, row_of_rating, order.astype(index, copy=False)
+    return seq, row_of_rating, order
 
 
 def link_sides(user: StepSequences, item: StepSequences, bucketed: dict) -> None:
@@ -169,14 +181,8 @@ def link_sides(user: StepSequences, item: StepSequences, bucketed: dict) -> None
     item_rows[user_order], and the other way round."""
     user_rows, user_order = bucketed.pop("user")
     item_rows, item_order = bucketed.pop("item")
-    user.other_row = _gather_int64(item_rows, user_order)
+    user.other_row = parallel.take(item_rows, user_order, np.int64)
     del item_rows, user_order
-    item.other_row = _gather_int64(user_rows, item_order)
+    item.other_row = parallel.take(user_rows, item_order, np.int64)
 
 
-def _gather_int64(values: np.ndarray, index: np.ndarray, chunk: int = 1 << 23) -> np.ndarray:
-    """values[index] as int64, chunk by chunk: no int32 copy of the whole result next to the int64 one."""
-    out = np.empty(len(index), dtype=np.int64)
-    for start in range(0, len(index), chunk):
-        out[start:start + chunk] = values[index[start:start + chunk]]
-    return out

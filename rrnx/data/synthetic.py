@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from rrnx.data.cache import read_parquet, release_arrow_memory, write_atomic
+from rrnx.data import parallel
+from rrnx.data.ordering import first_occurrences
 from rrnx.errors import RecipeError
 
 GENERATOR_VERSION = 1  # recorded in the truth file
@@ -32,6 +34,7 @@ ITEM_ID_OFFSET, ITEM_ID_STRIDE = 1000, 3
 SECONDS_PER_DAY = 86_400
 MAX_BIN_CELLS = 20_000_000  # bound on the (time bin x item) popularity table, ~160 MB
 CHUNK = 2_000_000  # ratings per chunk when gathering factor rows
+LOOKUP_CHUNK = 4_000_000  # draws per chunk of the item lookups (sorted within a chunk, in cache)
 
 DEFAULT_EFFECTS: dict = {
     # stationary part: r = global_mean + b_u + b_i + <p_u, q_i>
@@ -318,12 +321,15 @@ def _draw_events(rng, world: _World, n: int, days: int, table: np.ndarray, bin_d
     b //= bin_days
     key = rng.random(n)
     key += b  # b + random, exactly (float addition commutes)
-    # grouping keys by bin keeps each lookup inside one cache-sized table row: ~5x faster
-    order = np.argsort(b.astype(np.uint16 if days <= 65_535 else np.int64), kind="stable")
     item = np.empty(n, np.int64)
-    for part in np.array_split(order, max(1, n // CHUNK)):  # chunks bound the (n,) gathered copies
-        item[part] = np.searchsorted(table, key[part], side="right")
-    del order, key
+
+    def look_up(lo):  # a chunk's keys in sorted order: consecutive lookups stay in one cache-sized table
+        part = key[lo:lo + LOOKUP_CHUNK]  # row, and each search starts from the last one's result
+        order = np.argsort(part)  # (any order of equal keys: each key's item depends on the key alone)
+        item[lo:lo + LOOKUP_CHUNK][order] = np.searchsorted(table, part[order], side="right")
+
+    parallel.each(look_up, range(0, n, LOOKUP_CHUNK))
+    del key
     b *= n_items
     item -= b
     b //= n_items
@@ -353,7 +359,7 @@ def _sample_events(rng, world: _World, n_ratings: int, days: int, eff: dict):
         for k in range(3):  # what np.concatenate([old, new]) gives, without copying the first round's draws
             events[k] = np.concatenate([events[k], new[k]]) if len(events[k]) else new[k]
             new[k] = None
-        _, first = np.unique(events[0] * n_items + events[1], return_index=True)
+        first = first_occurrences(events[0] * n_items + events[1], consume=True)  # np.unique's return_index
         first.sort()  # keep draw order so the subsample below is seed-determined
         _take(events, first)
     if len(events[0]) < n_ratings:
@@ -381,7 +387,8 @@ def _signal(world: _World, user, item, day, start: str, days: int, eff: dict) ->
     dates = start_day + np.arange(days)
     day_of_year = (dates - dates.astype("datetime64[Y]")).astype(np.int64) + 1  # (days,)
     out = np.empty(len(user), np.float64)
-    for lo in range(0, len(user), CHUNK):  # chunks bound the (chunk, K) gathers
+
+    def chunk(lo):  # chunks bound the (chunk, K) gathers; each writes its own slice of `out`
         u, i, d = user[lo:lo + CHUNK], item[lo:lo + CHUNK], day[lo:lo + CHUNK]
         q = world.q[i]  # (C, K)
         s = np.clip((d - drift_lo) / max(drift_hi - drift_lo, 1), 0.0, 1.0)  # (C,)
@@ -393,6 +400,8 @@ def _signal(world: _World, user, item, day, start: str, days: int, eff: dict) ->
                               + world.trend_slope[i] * (d - world.release_day[i]) / 365.25
                               + world.seasonal_amp[i] * season + np.where(since_bump >= 0, bump, 0.0)
                               + eff["scale_shift_delta"] * (d >= shift_day))
+
+    parallel.each(chunk, range(0, len(user), CHUNK))
     return out
 
 
@@ -478,15 +487,16 @@ def _generate(n_users, n_items, n_ratings, start, days, seed, **effects) -> tupl
     np.square(error, out=error)
     noise_floor = float(np.sqrt(np.mean(error)))
     del error
-    order = np.argsort(day, kind="stable")
+    order = np.argsort(day.astype(np.uint16) if days <= 65_535 else day, kind="stable")  # 16 bits: radix sort
     start_s = int(np.datetime64(start, "s").astype(np.int64))
-    columns = {"user": user_ids(user[order])}
+    columns = {"user": parallel.take(user, order, np.int64, fn=user_ids)}  # user_ids(user[order])
     del user
-    columns["item"] = item_ids(item[order])
+    columns["item"] = parallel.take(item, order, np.int64, fn=item_ids)
     del item
-    columns["rating"] = rating[order].astype(np.float32)
+    columns["rating"] = parallel.take(rating, order, np.float32)  # rating[order].astype(np.float32)
     del rating
-    columns["timestamp"] = start_s + day[order].astype(np.int64) * SECONDS_PER_DAY
+    columns["timestamp"] = parallel.take(day, order, np.int64,
+                                         fn=lambda d: start_s + d.astype(np.int64) * SECONDS_PER_DAY)
     del day, order
     table = pd.DataFrame(columns, copy=False)
     del columns

@@ -1,0 +1,68 @@
+"""The preparation's fast paths give exactly what the plain numpy calls they replace give."""
+
+import numpy as np
+import pytest
+
+from rrnx.data import parallel
+from rrnx.data.ordering import first_occurrences, stable_order
+from rrnx.data.steps import DAY, _month_number
+
+
+@pytest.mark.parametrize("high", [3, 1000, 2**40])  # many ties, some, almost none
+def test_stable_order_is_the_stable_argsort(high):
+    key = np.random.default_rng(0).integers(0, high, 200_000)
+    order, sorted_key = stable_order(key)
+    expected = np.argsort(key, kind="stable")
+    assert order.dtype == np.int64 and np.array_equal(order, expected)
+    assert np.array_equal(sorted_key, key[expected])
+    assert np.array_equal(key, np.random.default_rng(0).integers(0, high, 200_000))  # not consumed
+    narrow, _ = stable_order(key, dtype=np.int32)
+    assert narrow.dtype == np.int32 and np.array_equal(narrow, expected)
+
+
+@pytest.mark.parametrize("key", [np.array([5, -1, 5, -1, 0]), np.array([2**62, 1, 2**62, 0]),
+                                 np.array([3, 1, 3], dtype=np.int32), np.array([], dtype=np.int64)])
+def test_stable_order_falls_back_where_the_packed_key_would_not_fit(key):
+    order, sorted_key = stable_order(key.copy(), consume=True)
+    assert np.array_equal(order, np.argsort(key, kind="stable"))
+    assert np.array_equal(sorted_key, np.sort(key, kind="stable"))
+
+
+def test_first_occurrences_is_uniques_return_index():
+    key = np.random.default_rng(1).integers(0, 5000, 100_000)
+    assert np.array_equal(first_occurrences(key.copy(), consume=True), np.unique(key, return_index=True)[1])
+
+
+def test_take_gathers_and_casts_in_chunks():
+    rng = np.random.default_rng(2)
+    values, index = rng.integers(0, 2**31 - 1, 1000).astype(np.int32), rng.integers(0, 1000, 10_001)
+    out = parallel.take(values, index, np.int64, chunk=997)  # many chunks, the last one short
+    assert out.dtype == np.int64 and np.array_equal(out, values[index])
+
+
+def test_each_raises_a_tasks_exception():
+    def task(i):
+        if i == 3:
+            raise ValueError("task 3")
+
+    with pytest.raises(ValueError, match="task 3"):
+        parallel.each(task, range(8))
+
+
+def test_month_number_by_day_table_matches_the_calendar():
+    # two days per timestamp on average around month, leap-year and epoch boundaries, seconds of the day too
+    rng = np.random.default_rng(3)
+    ts = rng.integers(-400 * DAY, 3000 * DAY, 400_000)  # 1968-11 .. 1978-03, before and after 1970
+    calendar = ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    assert len(ts) > 100_000  # the table path
+    assert np.array_equal(_month_number(ts), calendar)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_compress_keeps_the_masked_rows_in_order(p):
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 100, 10_001), rng.random(10_001).astype(np.float32)
+    mask = rng.random(10_001) < p
+    kept_a, kept_b = parallel.compress([a, b], mask, chunk=997)
+    assert kept_b.dtype == np.float32
+    assert np.array_equal(kept_a, a[mask]) and np.array_equal(kept_b, b[mask])
