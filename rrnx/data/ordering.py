@@ -38,8 +38,8 @@ def stable_order(key: np.ndarray, consume: bool = False, dtype=np.int64) -> tupl
 
 def first_occurrences(key: np.ndarray, consume: bool = False) -> np.ndarray:
     """The position of each distinct key's first occurrence, in the order of the sorted distinct keys:
-    what `np.unique(key, return_index=True)[1]` returns."""
-    order, sorted_key = stable_order(key, consume)
+    what `np.unique(key, return_index=True)[1]` returns (as int32 where the positions fit)."""
+    order, sorted_key = stable_order(key, consume, np.int32 if len(key) < 2**31 else np.int64)
     if len(order) == 0:
         return order
     starts = np.ones(len(order), dtype=bool)

@@ -316,8 +316,9 @@ def _draw_events(rng, world: _World, n: int, days: int, table: np.ndarray, bin_d
     """n (user, item, day) draws: user by activity x time present, day uniform after arrival, item by bin."""
     n_items = len(world.popularity)
     weight = world.activity * (days - world.arrival_day)
-    user = np.repeat(np.arange(len(weight)), rng.multinomial(n, weight / weight.sum()))  # O(n), no lookups
-    b = rng.integers(world.arrival_day[user], days)  # (n,) day, then its bin, in place
+    counts = rng.multinomial(n, weight / weight.sum())
+    user = np.repeat(np.arange(len(weight)), counts)  # O(n), no lookups
+    b = rng.integers(np.repeat(world.arrival_day, counts), days)  # (n,) day, then its bin, in place
     b //= bin_days
     key = rng.random(n)
     key += b  # b + random, exactly (float addition commutes)
@@ -337,7 +338,7 @@ def _draw_events(rng, world: _World, n: int, days: int, table: np.ndarray, bin_d
     b *= bin_days  # the bin's first day
     low = world.release_day[item]
     np.maximum(low, b, out=low)
-    np.maximum(low, world.arrival_day[user], out=low)
+    np.maximum(low, np.repeat(world.arrival_day, counts), out=low)  # arrival_day[user], without the lookups
     b += bin_days
     np.minimum(b, days, out=b)
     day = rng.integers(low, b)
