@@ -28,8 +28,6 @@ from rrnx.errors import RrnxError
 # Set by rank 0 before training for the processes Lightning's launcher starts: the run folder (its
 # default name holds the time, which a second process would read differently) and whether it resumes.
 SHARED_RUN_ENV = "RRNX_DDP_RUN"
-# "1": reduce sparse-embedding gradients densely, as on GPUs (DenseGradientDDP), on any backend
-DENSE_GRADIENTS_ENV = "RRNX_DDP_DENSE_GRADIENTS"
 # the DDP strategy names whose launcher reruns the command (the ones rrnx runs; check_launcher refuses the rest)
 POPEN_DDP = ("ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true")
 
@@ -114,22 +112,13 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_sparse_(param: torch.Tensor) -> None:
-    """Sums `param`'s sparse gradient over every process, in place of it (a rank without one adds nothing):
-    gloo all-reduces the sparse rows themselves; NCCL reduces dense tensors only, so there the gradient
-    goes through a dense (n, k) buffer and back to the rows that are not all zero (rows_touched)."""
+    """Sums `param`'s sparse gradient over every process, in place of it (a rank without one adds nothing),
+    through a dense (n, k) buffer and back to the rows that are not all zero (rows_touched): NCCL reduces
+    dense tensors only, and gloo's sparse all-reduce corrupts memory (DenseGradientDDP says when)."""
     grad = param.grad
-    if grad is None:
-        grad = torch.sparse_coo_tensor(torch.empty(1, 0, dtype=torch.int64, device=param.device),
-                                       torch.empty(0, *param.shape[1:], dtype=param.dtype, device=param.device),
-                                       param.shape, check_invariants=False)
-    if torch.distributed.get_backend() == "nccl":
-        dense = grad.to_dense()
-        torch.distributed.all_reduce(dense)
-        param.grad = rows_touched(dense)
-        return
-    grad = grad.coalesce()
-    torch.distributed.all_reduce(grad)  # gloo's sparse all-reduce, waited for: one at a time (SerialSparseDDP)
-    param.grad = grad
+    dense = torch.zeros_like(param) if grad is None else grad.to_dense()
+    torch.distributed.all_reduce(dense)
+    param.grad = rows_touched(dense)
 
 
 def broadcast_from_rank0_(tensors: list[torch.Tensor]) -> None:
@@ -175,38 +164,15 @@ class SelfSyncingDDP(DDPStrategy):
         broadcast_from_rank0_([*self.model.parameters(), *self.model.buffers()])
 
 
-def serial_all_reduce(process_group, bucket):  # no annotations: DDP refuses this module's string ones
-    """A DDP communication hook: DDP's default all-reduce (the bucket summed over the ranks and divided by
-    their number), run to completion before it returns a finished torch.futures.Future holding the bucket,
-    so that one bucket's all-reduce ends before the next begins (SerialSparseDDP says why)."""
-    group = process_group or torch.distributed.group.WORLD
-    tensor = bucket.buffer()  # dense (n,) or, for a sparse embedding, its (U, k) sparse gradient
-    tensor.div_(group.size())
-    torch.distributed.all_reduce(tensor, group=group)
-    done = torch.futures.Future()
-    done.set_result(tensor)
-    return done
-
-
-class SerialSparseDDP(DDPStrategy):
-    """Lightning's DDP for a model whose embeddings give sparse gradients (PMF, BiasedMF, TimeSVD++) on gloo,
-    the CPU backend. DDP's reducer starts each bucket's all-reduce as soon as its gradients are ready, and
-    gloo runs the queued ones on two worker threads at once; two sparse all-reduces running at once corrupt
-    memory (torch 2.13: a process dies, SIGABRT after 'malloc(): unaligned tcache chunk detected' or SIGSEGV,
-    in 6 of 20 runs of scripts/gloo_sparse_race.py, docs/scaling.md). With
-    `serial_all_reduce` as DDP's communication hook each all-reduce ends before the next starts: the same
-    sums, one at a time."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(ddp_comm_hook=serial_all_reduce, **kwargs)
-
-
 class DenseGradientDDP(DDPStrategy):
-    """Lightning's DDP for a model whose embeddings give sparse gradients (PMF, BiasedMF, TimeSVD++), on a
-    backend that all-reduces dense tensors only (NCCL, the GPU backend): its embeddings give dense gradients,
-    which DistributedDataParallel averages over the ranks as usual; before each optimizer step each one is
-    cut back to the rows that are not all zero, a sparse gradient, so that SparseAdam (or sparse SGD) takes
-    the step it takes on one process. A table of U x k floats then crosses the network at every step:
+    """Lightning's DDP for a model whose embeddings give sparse gradients (PMF, BiasedMF, TimeSVD++), on every
+    backend: its embeddings give dense gradients, which DistributedDataParallel averages over the ranks as
+    usual; before each optimizer step each one is cut back to the rows that are not all zero, a sparse
+    gradient, so that SparseAdam (or sparse SGD) takes the step it takes on one process. NCCL (GPUs)
+    all-reduces dense tensors only; gloo (CPUs) has a sparse all-reduce, but it corrupts memory (torch 2.13:
+    SIGABRT after 'malloc(): unaligned tcache chunk detected', or SIGSEGV) when two run at once, as DDP's
+    reducer starts them, and CI saw it once more with them run one at a time (scripts/gloo_sparse_race.py,
+    docs/scaling.md). A table of U x k floats then crosses between the processes at every step:
     docs/scaling.md says when that is affordable. (A row whose gradient is exactly zero in every column is
     left out, so SparseAdam does not decay its moments there; with any L2 on the row that does not occur.)"""
 
@@ -233,23 +199,16 @@ def rows_touched(grad: torch.Tensor | None) -> torch.Tensor | None:
     return torch.sparse_coo_tensor(rows[None], grad[rows], grad.shape, check_invariants=False)
 
 
-def dense_gradients(trainer: dict) -> bool:
-    """Whether several processes must reduce dense gradients: on CUDA (NCCL), or where RRNX_DDP_DENSE_GRADIENTS=1
-    asks for it (the GPU path on gloo: how the tests check it on a CPU-only machine)."""
-    return on_gpu(trainer) or os.environ.get(DENSE_GRADIENTS_ENV) == "1"
-
-
 def trainer_arguments(trainer: dict, model, role: Role) -> dict:
     """The Trainer's arguments for this model: a model that syncs its own updates gets SelfSyncingDDP
-    in place of the recipe's DDP strategy name; a model with sparse gradients on several GPUs gets
-    DenseGradientDDP (NCCL cannot all-reduce sparse tensors), on several CPU processes SerialSparseDDP (gloo
-    corrupts memory when two sparse all-reduces run at once); every other case is left as the recipe says."""
+    in place of the recipe's DDP strategy name; a model with sparse gradients on several processes gets
+    DenseGradientDDP (NCCL cannot all-reduce sparse tensors, gloo's sparse all-reduce corrupts memory);
+    every other case is left as the recipe says."""
     strategy = trainer.get("strategy")
     ddp = isinstance(strategy, str) and strategy.startswith("ddp")
     if not getattr(model, "syncs_own_updates", False):
         if role.world_size > 1 and strategy in POPEN_DDP and sparse_embeddings(model):
-            reducer = DenseGradientDDP if dense_gradients(trainer) else SerialSparseDDP
-            return {**trainer, "strategy": reducer(find_unused_parameters=strategy.endswith("_true"))}
+            return {**trainer, "strategy": DenseGradientDDP(find_unused_parameters=strategy.endswith("_true"))}
         return trainer
     if role.world_size == 1 and not ddp:
         return trainer
@@ -259,12 +218,6 @@ def trainer_arguments(trainer: dict, model, role: Role) -> dict:
     if strategy not in POPEN_DDP:
         return trainer  # ddp_spawn, ddp_fork, ...: check_launcher refuses them in one line
     return {**trainer, "strategy": SelfSyncingDDP()}
-
-
-def on_gpu(trainer: dict) -> bool:
-    """Whether the trainer's processes run on CUDA devices (and so reduce over NCCL)."""
-    accelerator = str(trainer.get("accelerator", "cpu"))
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def sparse_embeddings(model) -> list[str]:
