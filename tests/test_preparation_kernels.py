@@ -56,6 +56,7 @@ def test_month_number_by_day_table_matches_the_calendar():
     calendar = ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
     assert len(ts) > 100_000  # the table path
     assert np.array_equal(_month_number(ts), calendar)
+    assert _month_number(ts[7]) == calendar[7] and _month_number(ts[:3]).tolist() == calendar[:3].tolist()
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])

@@ -70,7 +70,7 @@ def _month_number(ts: np.ndarray) -> np.ndarray:
     day's month looked up in a per-day table (the calendar conversion runs once per day, not once per
     rating: 98M ratings at Netflix-full scale)."""
     ts = np.asarray(ts, dtype=np.int64)
-    if len(ts) > 100_000:
+    if ts.ndim == 1 and len(ts) > 100_000:
         day = np.floor_divide(ts, DAY)
         low = int(day.min())
         span = int(day.max()) - low + 1
