@@ -121,6 +121,15 @@ def all_reduce_sparse_(param: torch.Tensor) -> None:
     param.grad = rows_touched(dense)
 
 
+def end_process_group() -> None:
+    """Destroys the process group once a run's last exchange is done. Left to the interpreter's exit,
+    gloo's worker threads are torn down with it and the process now and then aborts after its work is
+    done (SIGABRT, 'terminate called without an active exception'; tests/test_ddp.py saw it, and
+    pytorch/pytorch#190489 reports it)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def broadcast_from_rank0_(tensors: list[torch.Tensor]) -> None:
     """Rank 0's values of `tensors` on every rank, in place (a no-op with one process)."""
     if process_group_share().world_size > 1:

@@ -26,8 +26,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from rrnx.data.datamodule import TemporalDataModule
 from rrnx.data.sources import resolve_data
 from rrnx.data.split import format_summary
-from rrnx.distributed import (Role, check_launcher, role_of, share_run, shared_run, trainer_arguments,
-                              unshare_run)
+from rrnx.distributed import (Role, check_launcher, end_process_group, role_of, share_run, shared_run,
+                              trainer_arguments, unshare_run)
 from rrnx.errors import Interrupted, RrnxError
 from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
@@ -310,6 +310,8 @@ def _train(run: RunDir, plan: Plan, resume: bool, say, callbacks: list, allow_da
     epochs, train_seconds = list(history.epochs), history.train_seconds()
     test_rmse = evaluate_model(trainer, model, data, best.best_model_path)
     frame = predictions(trainer, model, data, best.best_model_path)
+    if plan.role.world_size > 1:
+        end_process_group()  # the run's last exchange was the predictions' gather
     metrics = summarize(epochs, test_rmse, model, train_seconds, recipe)
     if divergence.diverged_epoch is not None:
         metrics["diverged_epoch"] = divergence.diverged_epoch
