@@ -57,6 +57,9 @@ def test_month_number_by_day_table_matches_the_calendar():
     assert len(ts) > 100_000  # the table path
     assert np.array_equal(_month_number(ts), calendar)
     assert _month_number(ts[7]) == calendar[7] and _month_number(ts[:3]).tolist() == calendar[:3].tolist()
+    wide = rng.integers(-150_000 * DAY, 150_000 * DAY, 300_000)  # a per-day table of 300k days (820 years)
+    assert np.array_equal(_month_number(wide),
+                          wide.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) + 1970 * 12)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])

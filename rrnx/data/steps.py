@@ -75,11 +75,14 @@ def _month_number(ts: np.ndarray) -> np.ndarray:
         low = int(day.min())
         span = int(day.max()) - low + 1
         if span <= len(ts):
-            per_day = _month_number(np.arange(low, low + span, dtype=np.int64) * DAY)
+            per_day = _calendar_months(np.arange(low, low + span, dtype=np.int64) * DAY)
             day -= low
             return parallel.take(per_day, day)
-    months = ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
-    return months + 1970 * 12
+    return _calendar_months(ts)
+
+
+def _calendar_months(ts: np.ndarray) -> np.ndarray:
+    return ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
 
 
 @dataclass

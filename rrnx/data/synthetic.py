@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rrnx.data.cache import read_parquet, release_arrow_memory, write_atomic
 from rrnx.data import parallel
+from rrnx.data.cache import read_parquet, release_arrow_memory, write_atomic
 from rrnx.data.ordering import first_occurrences
 from rrnx.errors import RecipeError
 
