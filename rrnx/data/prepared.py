@@ -49,7 +49,8 @@ FORMAT_VERSION = 1
 _HERE = Path(__file__).resolve().parent
 # the code whose output is cached: any change to it is a miss
 SOURCE_HASH = hashlib.sha256(b"".join(
-    (_HERE / name).read_bytes() for name in ("split.py", "steps.py", "prepared.py", "datamodule.py"))).hexdigest()[:16]
+    (_HERE / name).read_bytes() for name in ("split.py", "steps.py", "ordering.py", "parallel.py", "prepared.py",
+                                             "datamodule.py"))).hexdigest()[:16]
 SIDES = ("user", "item")
 ID_COLUMNS = {"user": "user_idx", "item": "item_idx"}  # a string id column -> the index column it is rebuilt from
 SEQUENCE_ARRAYS = ("offsets", "step", "tau", "prev_tau", "newbie", "rating_offsets", "other", "value", "other_row")
