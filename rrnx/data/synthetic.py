@@ -26,9 +26,11 @@ from rrnx.data.ordering import first_occurrences
 from rrnx.errors import RecipeError
 
 GENERATOR_VERSION = 1  # recorded in the truth file
-# The cache key also holds a hash of this file's source: any change to the generator invalidates
-# cached data (a manual version number was forgotten once, and stale data was silently reused).
-SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+# The cache key also holds a hash of the generator's source (this file and the sorting and threading
+# helpers it calls): any change to it invalidates cached data (a manual version number was forgotten
+# once, and stale data was silently reused).
+SOURCE_HASH = hashlib.sha256(b"".join(
+    (Path(__file__).parent / name).read_bytes() for name in ("synthetic.py", "ordering.py", "parallel.py"))).hexdigest()[:16]
 USER_ID_OFFSET, USER_ID_STRIDE = 1000, 2  # ids are deliberately not 0..n-1
 ITEM_ID_OFFSET, ITEM_ID_STRIDE = 1000, 3
 SECONDS_PER_DAY = 86_400
