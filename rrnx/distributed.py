@@ -180,8 +180,8 @@ class DenseGradientDDP(DDPStrategy):
     gradient, so that SparseAdam (or sparse SGD) takes the step it takes on one process. NCCL (GPUs)
     all-reduces dense tensors only; gloo (CPUs) has a sparse all-reduce, but it corrupts memory (torch 2.13:
     SIGABRT after 'malloc(): unaligned tcache chunk detected', or SIGSEGV) when two run at once, as DDP's
-    reducer starts them, and CI saw it once more with them run one at a time (scripts/gloo_sparse_race.py,
-    docs/scaling.md). A table of U x k floats then crosses between the processes at every step:
+    reducer starts them, and a run of the test suite saw it once more with them run one at a time
+    (scripts/gloo_sparse_race.py, docs/scaling.md). A table of U x k floats then crosses between the processes at every step:
     docs/scaling.md says when that is affordable. (A row whose gradient is exactly zero in every column is
     left out, so SparseAdam does not decay its moments there; with any L2 on the row that does not occur.)"""
 
