@@ -18,6 +18,6 @@ def item_residuals(run: str, full: bool = False):
         if full:
             predicted = model.phase_forward("item", torch.arange(seqs.n_entities), model._cached_states("user")[0])[0]
         else:
-            predicted = model._stationary_score(seqs.other, item_of)
+            predicted = model._stationary_score(seqs.other.long(), item_of)
         residual = (seqs.value - predicted).numpy()
     return data, model, seqs, count, row_of, item_of, residual

@@ -80,6 +80,14 @@ def test_bucketing_orders_ratings_as_lexsort_by_entity_then_step():
     assert np.array_equal(row[order], np.cumsum(new) - 1)
 
 
+def test_index_dtype_is_int32_only_where_the_indices_fit():
+    from rrnx.data.steps import index_dtype
+
+    top = np.iinfo(np.int32).max
+    assert index_dtype(0) is index_dtype(top) is np.int32  # indices 0 .. top - 1 (and bound top) fit
+    assert index_dtype(top + 1) is np.int64
+
+
 def test_linked_sides_give_each_rating_its_row_on_the_other_side():
     from rrnx.data.steps import link_sides
 
@@ -93,7 +101,8 @@ def test_linked_sides_give_each_rating_its_row_on_the_other_side():
                                                   return_order=True)
     bucketed = {"user": (user_row, user_order), "item": (item_row, item_order)}
     link_sides(users, items, bucketed)
-    assert bucketed == {} and users.other_row.dtype == items.other_row.dtype == np.int64
+    assert bucketed == {} and users.other_row.dtype == items.other_row.dtype == np.int32
+    assert users.other.dtype == items.other.dtype == np.int32  # the stored per-rating indices, halved
     assert user_row.dtype == user_order.dtype == np.int32  # the bucketing's per-rating temporaries, halved
     # the reference: each side's ratings in its own order are the ratings sorted stably by its row
     assert np.array_equal(users.other_row, item_row[np.argsort(user_row, kind="stable")])

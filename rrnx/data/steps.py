@@ -101,12 +101,13 @@ class StepSequences:
     prev_tau: np.ndarray  # (n_active,) float32 tau of the entity's previous active step (its own tau if first)
     newbie: np.ndarray  # (n_active,) float32 1 on the entity's first active step (eq. 5's 1_newbie)
     rating_offsets: np.ndarray  # (n_active + 1,) int64
-    other: np.ndarray  # (n_ratings,) int64 index of the other side (item for users, user for items)
+    other: np.ndarray  # (n_ratings,) int32 (int64 past 2^31 entities) index of the other side (item for users, user for items)
     value: np.ndarray  # (n_ratings,) float32 rating
     tau_mean: float  # days since epoch; tau = (day - tau_mean) / tau_std
     tau_std: float
-    # (n_ratings,) int64 the row, among the OTHER side's active steps, that holds each rating: set by the
-    # data module once both sides are bucketed (link_sides), so a model finds the other side's state
+    # (n_ratings,) int32 (int64 past 2^31 rows) the row, among the OTHER side's active steps, that holds each
+    # rating: set by the data module once both sides are bucketed (link_sides), so a model finds the other
+    # side's state
     other_row: np.ndarray | None = None
 
     @property
@@ -132,6 +133,12 @@ def standardized_tau(granularity: Granularity, step, tau_mean: float, tau_std: f
     return ((days - tau_mean) / tau_std).astype(np.float32)
 
 
+def index_dtype(bound: int) -> type:
+    """int32 for indices below `bound` when they fit, else int64. The per-rating index arrays (`other`,
+    `other_row`) are stored this way: at Netflix-full scale int64 would add 1.5 GiB to every run."""
+    return np.int32 if bound <= np.iinfo(np.int32).max else np.int64
+
+
 def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.ndarray, ts: np.ndarray,
                     n_entities: int, granularity: Granularity, return_order: bool = False) -> tuple:
     """Bucket one side's ratings; returns the sequences and, for each input rating, the row of the
@@ -145,7 +152,7 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
     span = int(key.max()) - low + 1 if len(key) else 1
     key -= low
     key += entity.astype(np.int64, copy=False) * span  # entity * span + (step - low)
-    index = np.int32 if len(key) < np.iinfo(np.int32).max else np.int64  # rows and positions fit
+    index = index_dtype(len(key))  # rows and positions fit
     order, key = stable_order(key, consume=True, dtype=index)  # by entity, then step, then input order
     new_row = np.ones(len(order), dtype=bool)
     np.not_equal(key[1:], key[:-1], out=new_row[1:])
@@ -170,7 +177,8 @@ def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.
     parallel.scatter(row_of_rating, order, row_of_sorted)  # row_of_rating[order] = row_of_sorted
     del row_of_sorted
     seq = StepSequences(side, granularity, offsets, row_step.astype(np.int64), tau, prev_tau,
-                        first.astype(np.float32), rating_offsets, parallel.take(other, order, np.int64),
+                        first.astype(np.float32), rating_offsets,
+                        parallel.take(other, order, index_dtype(int(other.max()) + 1 if len(other) else 0)),
                         parallel.take(value, order, np.float32), tau_mean, tau_std)
     if not return_order:
         return seq, row_of_rating
@@ -181,11 +189,12 @@ def link_sides(user: StepSequences, item: StepSequences, bucketed: dict) -> None
     """Set each side's other_row from the two bucketings of the same ratings: `bucketed` maps each side
     to build_sequences' (rows, order), and is emptied as they are spent (at Netflix-full scale each is
     0.4 GiB). A user's rating, in the user sequences' order, sits in the item row
-    item_rows[user_order], and the other way round."""
+    item_rows[user_order], and the other way round. The rows keep build_sequences' dtype (int32 where
+    they fit)."""
     user_rows, user_order = bucketed.pop("user")
     item_rows, item_order = bucketed.pop("item")
-    user.other_row = parallel.take(item_rows, user_order, np.int64)
+    user.other_row = parallel.take(item_rows, user_order)
     del item_rows, user_order
-    item.other_row = parallel.take(user_rows, item_order, np.int64)
+    item.other_row = parallel.take(user_rows, item_order)
 
 

@@ -27,8 +27,8 @@ from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm, resolve_kernel
 from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RatingBag, RowBatch, SideTensors, entity_ratings, gather,
-                                       length_sorted_batches, pack, permute_rows, rating_bounded_parts, take_rows,
-                                       training_sides)
+                                       length_sorted_batches, pack, permute_rows, rating_bounded_parts, take_index,
+                                       take_rows, training_sides)
 from rrnx.models.rrn.states import RRNStates
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
@@ -70,7 +70,7 @@ class SideNetwork(nn.Module):
                 stats: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state after each row of the batch, (R, H); `stats` (R, 2): extra context columns."""
         if self.embed_ratings is not None:
-            other = take_rows(side.other, batch.ratings)  # (N,)
+            other = take_index(side.other, batch.ratings)  # (N,)
             kernel, cell = resolve_kernel(self.lstm_kernel, other.device)
             if kernel == "fused" and not weights.requires_grad:  # the compiled weight gradient (RatingBag)
                 y = RatingBag.apply(self.embed_ratings.weight, other, batch.bag_offsets, batch.rating_row,
@@ -324,7 +324,7 @@ class RRN(RRNStates, RatingModel):
         value = take_rows(side.value, batch.ratings)  # (N,)
         if self.hparams.step_stats == "residual":
             entity = take_rows(batch.entities, take_rows(batch.row_entity, batch.rating_row))  # (N,)
-            other = take_rows(side.other, batch.ratings)  # (N,)
+            other = take_index(side.other, batch.ratings)  # (N,)
             users, items = (entity, other) if side.side == "user" else (other, entity)
             with torch.no_grad():
                 value = value - self._stationary_score(users, items)  # (N,) departure from the static part
@@ -486,7 +486,7 @@ class RRN(RRNStates, RatingModel):
         net = self._net(side)
         hidden = self._hidden(net, seqs, batch)  # (R, H)
         own_dynamic = net.dynamic_before(batch, hidden, batch.rating_row)  # (N, D)
-        other_dynamic = take_rows(other_before, take_rows(seqs.other_row, batch.ratings))  # (N, D)
+        other_dynamic = take_rows(other_before, take_index(seqs.other_row, batch.ratings))  # (N, D)
         rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
         per_entity = torch.zeros(len(entities), device=entities.device).index_add_(
             0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
@@ -495,7 +495,7 @@ class RRN(RRNStates, RatingModel):
         own = self._factors(side)(entities)  # (B, k)
         if own.requires_grad:
             own.register_hook(lambda g: g * scale[:, None])
-        other_idx = take_rows(seqs.other, batch.ratings)  # (N,)
+        other_idx = take_index(seqs.other, batch.ratings)  # (N,)
         other = take_rows(self._factors(OTHER_SIDE[side]).weight.detach(), other_idx)  # (N, k) frozen
         user_dynamic, item_dynamic = (own_dynamic, other_dynamic) if side == "user" else (other_dynamic, own_dynamic)
         pred = self._dynamic_score(user_dynamic, item_dynamic) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset

@@ -34,9 +34,9 @@ class SideTensors:
     step: torch.Tensor  # (n_active,) int64 global step index of each row
     features: torch.Tensor  # (n_active, 3) float32: [1_newbie, tau_t, tau_{t-1}] of eq. (5)
     rating_offsets: torch.Tensor  # (n_active + 1,) int64
-    other: torch.Tensor  # (n_ratings,) int64 other-side index of each rating
+    other: torch.Tensor  # (n_ratings,) int32 (int64 past 2^31) other-side index of each rating: take_index
     value: torch.Tensor  # (n_ratings,) float32 rating
-    other_row: torch.Tensor | None = None  # (n_ratings,) int64 row on the OTHER side holding this rating
+    other_row: torch.Tensor | None = None  # (n_ratings,) int32 or int64 row on the OTHER side holding this rating
 
     @property
     def n_entities(self) -> int:
@@ -193,6 +193,12 @@ def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.embedding(index, table)
         return _TakeRows.apply(table, index)
     return table.index_select(0, index)
+
+
+def take_index(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] as int64, for the per-rating index tables (`other`, `other_row`), which are stored
+    int32 where they fit (half the memory; rrnx.data.steps.index_dtype) and index with int64."""
+    return table.index_select(0, index).long()
 
 
 class RatingBag(torch.autograd.Function):
