@@ -148,7 +148,7 @@ def _publish(temp: Path, final: Path, replace: bool) -> None:
 
 def _prune(cache_dir: Path, kept: Path, lineage: str) -> None:
     """Delete the other entries of `lineage`: the same source and settings prepared by other code, which
-    this code can never read (its key holds its own code's hash); at Netflix-full scale each is 8.7 GB.
+    this code can never read (its key holds its own code's hash); at Netflix-full scale each is 7.1 GB.
     Each goes by a rename first, so no run sees half an entry; a run that mapped one keeps its pages."""
     for entry in cache_dir.glob("prepared-*"):
         if entry == kept:
