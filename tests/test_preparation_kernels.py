@@ -70,3 +70,36 @@ def test_compress_keeps_the_masked_rows_in_order(p):
     kept_a, kept_b = parallel.compress([a, b], mask, chunk=997)
     assert kept_b.dtype == np.float32
     assert np.array_equal(kept_a, a[mask]) and np.array_equal(kept_b, b[mask])
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(5).integers(-50, 3000, 20_000) * 3 + 1000,  # strided ids, negative ones too
+    np.random.default_rng(6).integers(0, 400, 5_000).astype(np.int32),  # int32 stays int32
+    np.array([7, 7, 7]), np.array([2**40, 5, 2**40]),  # one id; a span too wide for a table
+    np.array(["b", "a", "b"], dtype=object),  # string ids go through pandas
+])
+def test_sorted_unique_is_sorted_pandas_unique(values, monkeypatch):
+    import pandas as pd
+
+    from rrnx.data.split import _sorted_unique
+
+    monkeypatch.setattr(parallel, "CHUNK", 997)  # many chunks per thread, the last one short
+    monkeypatch.setattr(parallel, "workers", lambda: 3)  # three presence tables, OR-ed
+    expected = np.sort(pd.unique(values))
+    got = _sorted_unique(values)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("text", ["1d", "7d", "1mo", "2mo"])
+def test_step_of_by_day_table_matches_the_exact_steps(text, monkeypatch):
+    from rrnx.data.steps import Granularity
+
+    monkeypatch.setattr(parallel, "CHUNK", 9973)
+    rng = np.random.default_rng(7)
+    origin = 1_000_000_000  # 2001-09-09 01:46:40 UTC: parse moves it to midnight (and to the 1st for months)
+    granularity = Granularity.parse(text, origin)
+    ts = origin + rng.integers(-400 * DAY, 900 * DAY, 200_000)  # before the origin too, any second of the day
+    assert granularity.origin % DAY == 0 and len(ts) > 100_000  # the table path
+    assert np.array_equal(granularity.step_of(ts), granularity._step_of(ts))
+    off_midnight = Granularity(granularity.count, granularity.unit, granularity.origin + 3600)
+    assert np.array_equal(off_midnight.step_of(ts), off_midnight._step_of(ts))  # the exact path

@@ -44,8 +44,26 @@ class Granularity:
         return cls(count, unit, int(day0.timestamp()))
 
     def step_of(self, ts) -> np.ndarray:
-        """Step index of each unix timestamp (negative before the origin)."""
+        """Step index of each unix timestamp (negative before the origin). Many timestamps over a span of
+        days, origin at midnight: each day's step looked up in a per-day table, chunk by chunk on the
+        preparation's threads (a step holds whole days, so a timestamp's step is its day's)."""
         ts = np.asarray(ts, dtype=np.int64)
+        if ts.ndim == 1 and len(ts) > 100_000 and self.origin % DAY == 0:
+            first, last = int(ts.min()) // DAY, int(ts.max()) // DAY
+            if last - first < len(ts):
+                table = self._step_of(np.arange(first, last + 1, dtype=np.int64) * DAY)  # (days,)
+                out = np.empty(len(ts), dtype=np.int64)
+
+                def look_up(lo):
+                    day = np.floor_divide(ts[lo:lo + parallel.CHUNK], DAY)
+                    day -= first
+                    out[lo:lo + parallel.CHUNK] = table[day]
+
+                parallel.each(look_up, range(0, len(ts), parallel.CHUNK))
+                return out
+        return self._step_of(ts)
+
+    def _step_of(self, ts: np.ndarray) -> np.ndarray:
         if self.unit == "d":
             return np.floor_divide(ts - self.origin, self.count * DAY)
         months = _month_number(ts) - _month_number(np.array([self.origin]))[0]
