@@ -14,7 +14,7 @@ import numpy as np
 import rrnx.data.synthetic as synthetic
 
 SECONDS: dict[str, float] = {}
-STAGES = ("_draw_world", "_item_table", "_draw_events", "_sample_events", "_signal", "_take",
+STAGES = ("_draw_world", "_item_table", "_draw_events", "_sample_events", "_signal", "_keep",
           "first_occurrences", "_truth")
 
 

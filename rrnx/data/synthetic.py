@@ -362,20 +362,23 @@ def _sample_events(rng, world: _World, n_ratings: int, days: int, eff: dict):
         for k in range(3):  # what np.concatenate([old, new]) gives, without copying the first round's draws
             events[k] = np.concatenate([events[k], new[k]]) if len(events[k]) else new[k]
             new[k] = None
-        first = first_occurrences(events[0] * n_items + events[1], consume=True)  # np.unique's return_index
-        first.sort()  # keep draw order so the subsample below is seed-determined
-        _take(events, first)
+        # each pair's first draw, in draw order so the subsample below is seed-determined
+        _keep(events, first_occurrences(events[0] * n_items + events[1], consume=True))
     if len(events[0]) < n_ratings:
         raise RecipeError(f"synthetic: could not place n_ratings={n_ratings} distinct (user, item) pairs; "
                           "lower n_ratings or raise n_users/n_items")
-    _take(events, np.sort(rng.choice(len(events[0]), size=n_ratings, replace=False)))
+    _keep(events, rng.choice(len(events[0]), size=n_ratings, replace=False))
     return tuple(events)
 
 
-def _take(arrays: list, index: np.ndarray) -> None:
-    """arrays[k] = arrays[k][index] for each k, one at a time (each source freed before the next copy)."""
+def _keep(arrays: list, index: np.ndarray) -> None:
+    """arrays[k] = arrays[k][np.sort(index)] for each k (`index` distinct): a mask instead of the sort, the
+    rows copied chunk by chunk on the preparation's threads, one array at a time (each source freed
+    before the next copy)."""
+    mask = np.zeros(len(arrays[0]), dtype=bool)
+    mask[index] = True
     for k in range(len(arrays)):
-        arrays[k] = arrays[k][index]
+        arrays[k] = parallel.compress([arrays[k]], mask)[0]
 
 
 # ----------------------------------------------------------------------------- ratings
