@@ -119,7 +119,7 @@ class StepSequences:
     prev_tau: np.ndarray  # (n_active,) float32 tau of the entity's previous active step (its own tau if first)
     newbie: np.ndarray  # (n_active,) float32 1 on the entity's first active step (eq. 5's 1_newbie)
     rating_offsets: np.ndarray  # (n_active + 1,) int64
-    other: np.ndarray  # (n_ratings,) int32 (int64 past 2^31 entities) index of the other side (item for users, user for items)
+    other: np.ndarray  # (n_ratings,) int32 (int64 past 2^31) index of the other side (items for users, users for items)
     value: np.ndarray  # (n_ratings,) float32 rating
     tau_mean: float  # days since epoch; tau = (day - tau_mean) / tau_std
     tau_std: float
