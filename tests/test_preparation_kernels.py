@@ -5,7 +5,7 @@ import pytest
 
 from rrnx.data import parallel
 from rrnx.data.ordering import first_occurrences, stable_order
-from rrnx.data.steps import DAY, _month_number
+from rrnx.data.steps import DAY
 
 
 @pytest.mark.parametrize("high", [3, 1000, 2**40])  # many ties, some, almost none
@@ -49,17 +49,21 @@ def test_each_raises_a_tasks_exception():
         parallel.each(task, range(8))
 
 
-def test_month_number_by_day_table_matches_the_calendar():
+def test_month_steps_by_day_table_match_the_calendar():
     # two days per timestamp on average around month, leap-year and epoch boundaries, seconds of the day too
+    from rrnx.data.steps import Granularity
+
+    def calendar(ts):
+        return ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+
     rng = np.random.default_rng(3)
+    months = Granularity.parse("1mo", 0)  # steps are months since 1970-01
     ts = rng.integers(-400 * DAY, 3000 * DAY, 400_000)  # 1968-11 .. 1978-03, before and after 1970
-    calendar = ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
     assert len(ts) > 100_000  # the table path
-    assert np.array_equal(_month_number(ts), calendar)
-    assert _month_number(ts[7]) == calendar[7] and _month_number(ts[:3]).tolist() == calendar[:3].tolist()
+    assert np.array_equal(months.step_of(ts), calendar(ts))
+    assert months.step_of(ts[7]) == calendar(ts[7]) and months.step_of(ts[:3]).tolist() == calendar(ts[:3]).tolist()
     wide = rng.integers(-150_000 * DAY, 150_000 * DAY, 300_000)  # a per-day table of 300k days (820 years)
-    assert np.array_equal(_month_number(wide),
-                          wide.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) + 1970 * 12)
+    assert np.array_equal(months.step_of(wide), calendar(wide))
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])

@@ -81,7 +81,7 @@ def test_bucketing_orders_ratings_as_lexsort_by_entity_then_step():
 
 
 def test_index_dtype_is_int32_only_where_the_indices_fit():
-    from rrnx.data.steps import index_dtype
+    from rrnx.data.ordering import index_dtype
 
     top = np.iinfo(np.int32).max
     assert index_dtype(0) is index_dtype(top) is np.int32  # indices 0 .. top - 1 (and bound top) fit

@@ -15,6 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def index_dtype(bound: int) -> type:
+    """int32 for indices below `bound` when they fit, else int64: the orders and positions here, and the
+    per-rating index arrays of the step sequences (`other`, `other_row`; at Netflix-full scale int64
+    would add 1.5 GiB to every run)."""
+    return np.int32 if bound <= np.iinfo(np.int32).max else np.int64
+
+
 def stable_order(key: np.ndarray, consume: bool = False, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
     """(order, key[order]) with order == np.argsort(key, kind="stable") as `dtype` (int32 where the
     positions fit halves its memory), for an int64 `key`.
@@ -39,7 +46,7 @@ def stable_order(key: np.ndarray, consume: bool = False, dtype=np.int64) -> tupl
 def first_occurrences(key: np.ndarray, consume: bool = False) -> np.ndarray:
     """The position of each distinct key's first occurrence, in the order of the sorted distinct keys:
     what `np.unique(key, return_index=True)[1]` returns (as int32 where the positions fit)."""
-    order, sorted_key = stable_order(key, consume, np.int32 if len(key) < 2**31 else np.int64)
+    order, sorted_key = stable_order(key, consume, index_dtype(len(key)))
     if len(order) == 0:
         return order
     starts = np.ones(len(order), dtype=bool)

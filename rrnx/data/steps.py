@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from rrnx.data import parallel
-from rrnx.data.ordering import stable_order
+from rrnx.data.ordering import index_dtype, stable_order
 from rrnx.errors import RrnxError
 
 DAY = 86_400
@@ -84,23 +84,10 @@ class Granularity:
 
 
 def _month_number(ts: np.ndarray) -> np.ndarray:
-    """year * 12 + month - 1 of each unix timestamp (UTC). Many timestamps over a span of days: each
-    day's month looked up in a per-day table (the calendar conversion runs once per day, not once per
-    rating: 98M ratings at Netflix-full scale)."""
-    ts = np.asarray(ts, dtype=np.int64)
-    if ts.ndim == 1 and len(ts) > 100_000:
-        day = np.floor_divide(ts, DAY)
-        low = int(day.min())
-        span = int(day.max()) - low + 1
-        if span <= len(ts):
-            per_day = _calendar_months(np.arange(low, low + span, dtype=np.int64) * DAY)
-            day -= low
-            return parallel.take(per_day, day)
-    return _calendar_months(ts)
-
-
-def _calendar_months(ts: np.ndarray) -> np.ndarray:
-    return ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    """year * 12 + month - 1 of each unix timestamp (UTC). Per rating only where step_of has no per-day
+    table to fill instead."""
+    months = np.asarray(ts, dtype=np.int64).astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    return months + 1970 * 12
 
 
 @dataclass
@@ -149,12 +136,6 @@ def standardized_tau(granularity: Granularity, step, tau_mean: float, tau_std: f
     """Eq. (5)'s wallclock tau of each step: its start in days, standardized (Section 4.1)."""
     days = granularity.start_of(step) / DAY
     return ((days - tau_mean) / tau_std).astype(np.float32)
-
-
-def index_dtype(bound: int) -> type:
-    """int32 for indices below `bound` when they fit, else int64. The per-rating index arrays (`other`,
-    `other_row`) are stored this way: at Netflix-full scale int64 would add 1.5 GiB to every run."""
-    return np.int32 if bound <= np.iinfo(np.int32).max else np.int64
 
 
 def build_sequences(side: str, entity: np.ndarray, other: np.ndarray, value: np.ndarray, ts: np.ndarray,

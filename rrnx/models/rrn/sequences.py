@@ -197,7 +197,7 @@ def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def take_index(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """table[index] as int64, for the per-rating index tables (`other`, `other_row`), which are stored
-    int32 where they fit (half the memory; rrnx.data.steps.index_dtype) and index with int64."""
+    int32 where they fit (half the memory; rrnx.data.ordering.index_dtype) and index with int64."""
     return table.index_select(0, index).long()
 
 
