@@ -14,7 +14,7 @@ from test_rrn import datamodule, one_thread, tiny_model, tiny_ratings  # noqa: F
 from rrnx.errors import RrnxError
 from rrnx.models.rrn import fused
 from rrnx.models.rrn.lstm import FusedPackedLSTMFunction, packed_lstm
-from rrnx.models.rrn.sequences import RatingBag, take_rows
+from rrnx.models.rrn.sequences import PairDots, RatingBag, take_rows
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("c++") and shutil.which("ninja")),
                                     reason="the fused LSTM cell needs a C++ compiler and ninja")
@@ -87,6 +87,36 @@ def test_the_compiled_rating_embedding_gradient_is_embedding_bags():
     finally:
         torch.set_num_threads(threads)
     assert torch.allclose(sums[0], expected[0], atol=1e-6)
+    assert all(torch.equal(sums[0], other) for other in sums[1:])
+
+
+@needs_compiler
+def test_the_compiled_eq7_products_and_their_gradients_are_torch_ops():
+    cell = fused.fused_cell(required=True)
+    generator = torch.Generator().manual_seed(0)
+    n = 50
+    ia = torch.randint(0, 7, (n,), generator=generator).sort()[0]  # this side's rows: sorted, repeated
+    ic = torch.randint(0, 4, (n,), generator=generator)  # out of order too
+    ib, id_ = torch.randint(0, 9, (n,), generator=generator), torch.randint(0, 11, (n,), generator=generator)
+    a, c = (torch.randn(8, 5, dtype=torch.double, requires_grad=True),  # row 7 is never taken
+            torch.randn(4, 3, dtype=torch.double, requires_grad=True))
+    b, d = torch.randn(9, 5, dtype=torch.double), torch.randn(11, 3, dtype=torch.double)
+    assert torch.autograd.gradcheck(lambda a, c: PairDots.apply(a, ia, b, ib, c, ic, d, id_, cell), (a, c))
+    grad = torch.randn(n, dtype=torch.double, generator=generator)
+    ours = PairDots.apply(a, ia, b, ib, c, ic, d, id_, cell)
+    expected = (a[ia] * b[ib]).sum(-1) + (c[ic] * d[id_]).sum(-1)
+    assert torch.allclose(ours, expected, atol=1e-12)
+    ours_grads = torch.autograd.grad(ours, (a, c), grad)
+    expected_grads = torch.autograd.grad(expected, (a, c), grad)
+    assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(ours_grads, expected_grads))
+    assert ours_grads[0][7].abs().sum() == 0
+    threads, sums = torch.get_num_threads(), []
+    try:
+        for n_threads in (1, 2, 4):  # each thread owns a range of rows: the sums do not depend on the count
+            torch.set_num_threads(n_threads)
+            sums.append(cell.row_sums(b.float(), ib, grad.float(), ia, 8))
+    finally:
+        torch.set_num_threads(threads)
     assert all(torch.equal(sums[0], other) for other in sums[1:])
 
 
@@ -185,8 +215,9 @@ def test_training_predictions_and_gradients_agree_across_kernels(tmp_path, side)
         other_before, _ = model._cached_states("item" if side == "user" else "user")
         pred, _, _ = model.phase_forward(side, torch.arange(model._sides[side].n_entities), other_before)
         pred.square().mean().backward()
-        net = model._net(side)  # the LSTM's and eq. (5)'s embedding (RatingBag with "fused") gradients
-        results[kernel] = (pred.detach(), [p.grad for p in net.parameters()])
+        # the LSTM's, eq. (5)'s embedding (RatingBag with "fused") and eq. (7)'s (PairDots) gradients
+        params = [*model._net(side).parameters(), *model._stationary_params(side)]
+        results[kernel] = (pred.detach(), [p.grad.to_dense() for p in params])
     (pred_t, grads_t), (pred_f, grads_f) = results["torch"], results["fused"]
     assert torch.allclose(pred_t, pred_f, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads_t, grads_f))

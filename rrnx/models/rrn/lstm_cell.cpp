@@ -1,6 +1,6 @@
 // The LSTM of eqs. (1)-(4) over a time-major packed layout, the cell fused: rrnx/models/rrn/fused.py
 // builds this file with torch.utils.cpp_extension at first use. Also the backward of eq. (5)'s rating
-// embedding (`bag_backward`, at the end).
+// embedding (`bag_backward`) and eq. (7)'s per-rating inner products (`pair_dots`), at the end.
 //
 // Per step, the recurrent product W_hh h_{t-1} stays one MKL matmul; everything after it (the four
 // gate nonlinearities, eq. (3)'s cell update, eq. (4)'s output and every factor of the gate gradients
@@ -20,6 +20,8 @@ namespace {
 
 // Rows per thread chunk: a (row, 4H) block with H = 40 is ~100 ns of work; smaller steps run on one thread.
 constexpr int64_t kGrainRows = 256;
+// Per-rating loops prefetch the randomly placed rows they will read this many ratings ahead.
+constexpr int64_t kAhead = 16;
 
 // e^x in float without a libm call, so that the row loops vectorise: Cephes's expf (2^n p(r),
 // |r| <= ln2 / 2, relative error ~1e-7), clamped to float's range. It vectorises only with
@@ -190,46 +192,112 @@ torch::Tensor backward(const torch::Tensor& d_states_in, const torch::Tensor& fa
   return d_gates;
 }
 
-// dL/dW_embed of eq. (5)'s x_t columns (EmbeddingBag, mode sum, per-rating weights): table row index[n]
-// gains weights[n] * grad[bag[n]] for every rating n, in rating order. torch's CPU kernel makes one BLAS
-// axpy call per rating (40 floats each; its call overhead is most of the time); this is one vectorised
-// loop. With T threads each owns a contiguous range of table rows and scans all ratings: no two threads
-// write one row, and every row sums in rating order whatever T is (the result does not depend on it).
+// out (n_out, E): row index[k] gains w[k] * source[source_index[k]] for every k, in k order (w = 1 without
+// weights). torch's CPU kernels for this (EmbeddingBag's backward: one BLAS axpy call per rating, 40 floats
+// each, the call overhead most of the time; index_add_ of a materialised (N, E) product) are slower; this is
+// one vectorised loop. With T threads each owns a contiguous range of out's rows and scans all k: no two
+// threads write one row, and every row sums in k order whatever T is (the result does not depend on it).
 template <typename T>
-void bag_rows(const T* grad, const int64_t* index, const int64_t* bag, const T* weights, T* out, int64_t n,
-              int64_t low, int64_t high, int64_t E) {
+void add_rows(const T* source, const int64_t* source_index, const T* weights, const int64_t* index, T* out,
+              int64_t n, int64_t low, int64_t high, int64_t E) {
   for (int64_t k = 0; k < n; ++k) {
     const int64_t row = index[k];
     if (row < low || row >= high) continue;
+    if (k + kAhead < n) {  // either side may be the randomly placed one (bag_backward: the target)
+      __builtin_prefetch(source + source_index[k + kAhead] * E);
+      __builtin_prefetch(out + index[k + kAhead] * E, 1);
+    }
     const T w = weights ? weights[k] : T(1);
-    const T* source = grad + bag[k] * E;
+    const T* from = source + source_index[k] * E;
     T* target = out + row * E;
 #pragma omp simd
-    for (int64_t j = 0; j < E; ++j) target[j] += w * source[j];
+    for (int64_t j = 0; j < E; ++j) target[j] += w * from[j];
   }
 }
 
-// grad (bags, E), index and bag (N,) int64, weights (N,) or empty (all 1); returns (n_table, E).
-torch::Tensor bag_backward(const torch::Tensor& grad_in, const torch::Tensor& index_in, const torch::Tensor& bag_in,
-                           const torch::Tensor& weights_in, int64_t n_table) {
-  TORCH_CHECK(grad_in.device().is_cpu() && grad_in.dim() == 2, "bag_backward: a 2-D CPU gradient");
-  auto grad = grad_in.contiguous();
+// source (n_source, E), source_index and index (N,) any integer type, weights (N,) or empty (all 1).
+torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& source_index_in,
+                       const torch::Tensor& weights_in, const torch::Tensor& index_in, int64_t n_out) {
+  TORCH_CHECK(source_in.device().is_cpu() && source_in.dim() == 2, "row_sums: a 2-D CPU source");
+  auto source = source_in.contiguous();
   auto index = index_in.to(torch::kInt64).contiguous();
-  auto bag = bag_in.to(torch::kInt64).contiguous();
-  TORCH_CHECK(index.numel() == bag.numel(), "bag_backward: one bag per index");
+  auto source_index = source_index_in.to(torch::kInt64).contiguous();
+  TORCH_CHECK(index.numel() == source_index.numel(), "row_sums: one source row per index");
   const bool weighted = weights_in.numel() > 0;
-  auto weights = weighted ? weights_in.to(grad.scalar_type()).contiguous() : weights_in;
-  TORCH_CHECK(!weighted || weights.numel() == index.numel(), "bag_backward: one weight per index");
-  const int64_t E = grad.size(1), n = index.numel();
-  auto out = torch::zeros({n_table, E}, grad.options());
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_table));
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "rrnx_bag_backward", [&] {
+  auto weights = weighted ? weights_in.to(source.scalar_type()).contiguous() : weights_in;
+  TORCH_CHECK(!weighted || weights.numel() == index.numel(), "row_sums: one weight per index");
+  const int64_t E = source.size(1), n = index.numel();
+  auto out = torch::zeros({n_out, E}, source.options());
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_out));
+  AT_DISPATCH_FLOATING_TYPES(source.scalar_type(), "rrnx_row_sums", [&] {
     const scalar_t* wp = weighted ? weights.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
-        bag_rows<scalar_t>(grad.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), bag.data_ptr<int64_t>(), wp,
-                           out.data_ptr<scalar_t>(), n, n_table * part / parts, n_table * (part + 1) / parts, E);
+        add_rows<scalar_t>(source.data_ptr<scalar_t>(), source_index.data_ptr<int64_t>(), wp,
+                           index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, n_out * part / parts,
+                           n_out * (part + 1) / parts, E);
       }
+    });
+  });
+  return out;
+}
+
+// dL/dW_embed of eq. (5)'s x_t columns (EmbeddingBag, mode sum, per-rating weights): table row index[n]
+// gains weights[n] * grad[bag[n]] for every rating n. grad (bags, E), index and bag (N,), weights (N,) or
+// empty (all 1); returns (n_table, E).
+torch::Tensor bag_backward(const torch::Tensor& grad, const torch::Tensor& index, const torch::Tensor& bag,
+                           const torch::Tensor& weights, int64_t n_table) {
+  return row_sums(grad, bag, weights, index, n_table);
+}
+
+// Eq. (7)'s two inner products for every rating n, in one pass and without (N, D) temporaries:
+//   out[n] = <a[ia[n]], b[ib[n]]> + <c[ic[n]], d[id[n]]>
+// a: this side's projected states (rows, D), c: its stationary factors (entities, k), both with gradients;
+// b, d: the other side's cached states and factors, frozen in the phase. Index tensors (N,) int64.
+template <typename T>
+void pair_dots_rows(const T* a, const int64_t* ia, const T* b, const int64_t* ib, const T* c, const int64_t* ic,
+                    const T* d, const int64_t* id, T* out, int64_t begin, int64_t end, int64_t D, int64_t K) {
+  for (int64_t n = begin; n < end; ++n) {
+    if (n + kAhead < end) {  // the other side's rows are random: ask for them early
+      __builtin_prefetch(b + ib[n + kAhead] * D);
+      __builtin_prefetch(d + id[n + kAhead] * K);
+    }
+    const T* ar = a + ia[n] * D;
+    const T* br = b + ib[n] * D;
+    const T* cr = c + ic[n] * K;
+    const T* dr = d + id[n] * K;
+    T dynamic = 0, stationary = 0;
+#pragma omp simd reduction(+ : dynamic)
+    for (int64_t j = 0; j < D; ++j) dynamic += ar[j] * br[j];
+#pragma omp simd reduction(+ : stationary)
+    for (int64_t j = 0; j < K; ++j) stationary += cr[j] * dr[j];
+    out[n] = dynamic + stationary;
+  }
+}
+
+void check_table(const torch::Tensor& rows, const torch::Tensor& index, const char* name) {
+  TORCH_CHECK(rows.device().is_cpu() && rows.dim() == 2, "pair_dots: ", name, " must be a 2-D CPU tensor");
+  TORCH_CHECK(index.scalar_type() == torch::kInt64 && index.dim() == 1, "pair_dots: ", name,
+              "'s index must be 1-D int64");
+}
+
+torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, const torch::Tensor& b_in,
+                        const torch::Tensor& ib_in, const torch::Tensor& c_in, const torch::Tensor& ic_in,
+                        const torch::Tensor& d_in, const torch::Tensor& id_in) {
+  check_table(a_in, ia_in, "a"); check_table(b_in, ib_in, "b"); check_table(c_in, ic_in, "c");
+  check_table(d_in, id_in, "d");
+  auto a = a_in.contiguous(), b = b_in.contiguous(), c = c_in.contiguous(), d = d_in.contiguous();
+  auto ia = ia_in.contiguous(), ib = ib_in.contiguous(), ic = ic_in.contiguous(), id = id_in.contiguous();
+  const int64_t n = ia.numel(), D = a.size(1), K = c.size(1);
+  TORCH_CHECK(b.size(1) == D && d.size(1) == K && ib.numel() == n && ic.numel() == n && id.numel() == n,
+              "pair_dots: mismatched widths or index lengths");
+  auto out = torch::empty({n}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rrnx_pair_dots", [&] {
+    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+      pair_dots_rows<scalar_t>(a.data_ptr<scalar_t>(), ia.data_ptr<int64_t>(), b.data_ptr<scalar_t>(),
+                               ib.data_ptr<int64_t>(), c.data_ptr<scalar_t>(), ic.data_ptr<int64_t>(),
+                               d.data_ptr<scalar_t>(), id.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), begin, end,
+                               D, K);
     });
   });
   return out;
@@ -241,4 +309,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused packed LSTM forward");
   m.def("backward", &backward, "fused packed LSTM backward");
   m.def("bag_backward", &bag_backward, "EmbeddingBag (sum, per-rating weights) weight gradient");
+  m.def("pair_dots", &pair_dots, "eq. (7)'s two inner products per rating");
+  m.def("row_sums", &row_sums, "out[index[k]] += w[k] * source[source_index[k]]: pair_dots' gradients");
 }

@@ -26,9 +26,9 @@ from rrnx.distributed import all_reduce_sum_, broadcast_from_rank0_
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm, resolve_kernel
-from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, RatingBag, RowBatch, SideTensors, entity_ratings, gather,
-                                       length_sorted_batches, pack, permute_rows, rating_bounded_parts, take_index,
-                                       take_rows, training_sides)
+from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, PairDots, RatingBag, RowBatch, SideTensors, entity_ratings,
+                                       gather, length_sorted_batches, pack, permute_rows, rating_bounded_parts,
+                                       take_index, take_rows, training_sides)
 from rrnx.models.rrn.states import RRNStates
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
@@ -93,14 +93,14 @@ class SideNetwork(nn.Module):
         hidden = packed_lstm(self.lstm, y, packing.batch_sizes, self.lstm_kernel)  # eq. (6), (R, H) time-major
         return permute_rows(hidden, packing.packed_position, packing.unpacked)  # (R, H) entity-major
 
-    def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Projected state BEFORE each row (the initial state h_0 = 0, i.e. W 0 + b = b, for an entity's
-        first row), (R, D); or before each of the local `rows` (N,), (N, D), in one gather."""
+    def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected states (R + 1, D): after each row, then the initial state h_0 = 0 (W 0 + b = b);
+        and the row of it BEFORE each local row (R,): the entity's previous row, or the initial state."""
         after = self.project(hidden)  # (R, D)
         table = torch.cat([after, self.project.bias[None]])  # (R + 1, D): the last row is the initial state
         previous = torch.where(batch.position == 0, len(after),
                                torch.arange(len(after), device=after.device) - 1)  # (R,) same entity
-        return take_rows(table, previous if rows is None else take_rows(previous, rows))
+        return table, previous
 
 
 class RRN(RRNStates, RatingModel):
@@ -485,8 +485,9 @@ class RRN(RRNStates, RatingModel):
         batch = gather(seqs, entities)
         net = self._net(side)
         hidden = self._hidden(net, seqs, batch)  # (R, H)
-        own_dynamic = net.dynamic_before(batch, hidden, batch.rating_row)  # (N, D)
-        other_dynamic = take_rows(other_before, take_index(seqs.other_row, batch.ratings))  # (N, D)
+        states, previous = net.dynamic_before(batch, hidden)  # (R + 1, D), (R,)
+        own_row = take_rows(previous, batch.rating_row)  # (N,) this side's state before each rating
+        other_row = take_index(seqs.other_row, batch.ratings)  # (N,) the other side's, in other_before
         rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
         per_entity = torch.zeros(len(entities), device=entities.device).index_add_(
             0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
@@ -496,9 +497,17 @@ class RRN(RRNStates, RatingModel):
         if own.requires_grad:
             own.register_hook(lambda g: g * scale[:, None])
         other_idx = take_index(seqs.other, batch.ratings)  # (N,)
-        other = take_rows(self._factors(OTHER_SIDE[side]).weight.detach(), other_idx)  # (N, k) frozen
-        user_dynamic, item_dynamic = (own_dynamic, other_dynamic) if side == "user" else (other_dynamic, own_dynamic)
-        pred = self._dynamic_score(user_dynamic, item_dynamic) + (take_rows(own, rating_entity) * other).sum(-1) + self.mean_offset
+        other_factors = self._factors(OTHER_SIDE[side]).weight.detach()  # (n_other, k) frozen
+        kernel, cell = resolve_kernel(self.hparams.lstm_kernel, states.device)
+        if kernel == "fused" and not self.hparams.dynamic_bias:  # the same sums in one compiled pass (PairDots)
+            pred = PairDots.apply(states, own_row, other_before, other_row, own, rating_entity, other_factors,
+                                  other_idx, cell) + self.mean_offset  # (N,)
+        else:
+            own_dynamic, other_dynamic = take_rows(states, own_row), take_rows(other_before, other_row)  # (N, D)
+            user_dynamic, item_dynamic = ((own_dynamic, other_dynamic) if side == "user"
+                                          else (other_dynamic, own_dynamic))
+            stationary = (take_rows(own, rating_entity) * take_rows(other_factors, other_idx)).sum(-1)  # (N,)
+            pred = self._dynamic_score(user_dynamic, item_dynamic) + stationary + self.mean_offset  # (N,)
         reg = (per_entity * own.pow(2).sum(-1)).sum()  # per rating, as PMF
         per_entity_reg = 0.0
         if self.hparams.biases:

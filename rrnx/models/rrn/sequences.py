@@ -221,6 +221,30 @@ class RatingBag(torch.autograd.Function):
         return ctx.cell.bag_backward(grad, index, bag, weights, ctx.n_rows), None, None, None, None, None
 
 
+class PairDots(torch.autograd.Function):
+    """Eq. (7)'s <own state, other state> + <own factors, other factors> of every rating from the compiled
+    `pair_dots` (lstm_cell.cpp): one pass over the gathered rows, where torch ops write four (N, D) gathers
+    and two (N, D) products, and their backward two more products and two scatters (the per-rating traffic
+    that bounds a Netflix-full epoch). a (n_a, D) and c (n_c, k) take gradients (this side's states and
+    factors); b (n_b, D) and d (n_d, k) are the other side's, frozen in the phase; ia, ib, ic, id (N,)
+    int64 each rating's row of each table."""
+
+    @staticmethod
+    def forward(ctx, a, ia, b, ib, c, ic, d, id_, cell):
+        ctx.save_for_backward(ia, b, ib, ic, d, id_)
+        ctx.cell, ctx.n_rows = cell, (a.shape[0], c.shape[0])
+        return cell.pair_dots(a, ia, b, ib, c, ic, d, id_)  # (N,)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        ia, b, ib, ic, d, id_ = ctx.saved_tensors
+        wants = ctx.needs_input_grad
+        da = ctx.cell.row_sums(b, ib, grad, ia, ctx.n_rows[0]) if wants[0] else None  # (n_a, D)
+        dc = ctx.cell.row_sums(d, id_, grad, ic, ctx.n_rows[1]) if wants[4] else None  # (n_c, k)
+        return da, None, None, None, dc, None, None, None, None
+
+
 def permute_rows(rows: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """rows[order], differentiable; `inverse` is order's inverse permutation."""
     return _Permute.apply(rows, order, inverse)
