@@ -203,9 +203,13 @@ void add_rows(const T* source, const int64_t* source_index, const T* weights, co
   for (int64_t k = 0; k < n; ++k) {
     const int64_t row = index[k];
     if (row < low || row >= high) continue;
-    if (k + kAhead < n) {  // either side may be the randomly placed one (bag_backward: the target)
-      __builtin_prefetch(source + source_index[k + kAhead] * E);
-      __builtin_prefetch(out + index[k + kAhead] * E, 1);
+    if (k + kAhead < n) {  // either side may be the randomly placed one (bag_backward: the target);
+      const T* from_next = source + source_index[k + kAhead] * E;  // both ends of each row, as pair_dots
+      T* target_next = out + index[k + kAhead] * E;
+      __builtin_prefetch(from_next);
+      __builtin_prefetch(from_next + E - 1);
+      __builtin_prefetch(target_next, 1);
+      __builtin_prefetch(target_next + E - 1, 1);
     }
     const T w = weights ? weights[k] : T(1);
     const T* from = source + source_index[k] * E;
@@ -258,9 +262,13 @@ template <typename T>
 void pair_dots_rows(const T* a, const int64_t* ia, const T* b, const int64_t* ib, const T* c, const int64_t* ic,
                     const T* d, const int64_t* id, T* out, int64_t begin, int64_t end, int64_t D, int64_t K) {
   for (int64_t n = begin; n < end; ++n) {
-    if (n + kAhead < end) {  // the other side's rows are random: ask for them early
-      __builtin_prefetch(b + ib[n + kAhead] * D);
-      __builtin_prefetch(d + id[n + kAhead] * K);
+    if (n + kAhead < end) {  // the other side's rows are random: ask for them early (a row of 20 floats
+      const T* bn = b + ib[n + kAhead] * D;  // spans two cache lines unless aligned: both ends)
+      const T* dn = d + id[n + kAhead] * K;
+      __builtin_prefetch(bn);
+      __builtin_prefetch(bn + D - 1);
+      __builtin_prefetch(dn);
+      __builtin_prefetch(dn + K - 1);
     }
     const T* ar = a + ia[n] * D;
     const T* br = b + ib[n] * D;
