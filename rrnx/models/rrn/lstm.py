@@ -135,12 +135,15 @@ class FusedPackedLSTMFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_states):
         x, w_ih, w_hh, batch_sizes, factors, forget, dc_factor, states = ctx.saved_tensors
-        d_gates = ctx.cell.backward(d_states, factors, forget, dc_factor, w_hh, batch_sizes)  # (R, 4H)
-        return (*_weight_gradients(ctx, d_gates, x, w_ih, states, batch_sizes.tolist()), None, None)
+        # (R, 4H), (4H, H), (4H,): the cell sums d W_hh step by step and d bias in its row passes
+        d_gates, d_w_hh, d_bias = ctx.cell.backward(d_states, factors, forget, dc_factor, w_hh, states, batch_sizes)
+        d_x, d_w_ih = _input_gradients(ctx, d_gates, x, w_ih)
+        return d_x, d_w_ih, d_bias if ctx.needs_input_grad[2] else None, d_w_hh, None, None
 
 
 def _weight_gradients(ctx, d_gates, x, w_ih, states, sizes):
-    """d_x, d_w_ih, d_bias, d_w_hh from the gate gradients of every row, each one matmul over all rows."""
+    """d_x, d_w_ih, d_bias, d_w_hh from the gate gradients of every row, each one matmul over all rows
+    (the pure-torch cell; the fused one sums d_w_hh and d_bias itself)."""
     n_rows, first = d_gates.shape[0], (sizes[0] if sizes else 0)
     # h_{t-1} of every row past step 0, by index arithmetic (rows of step 0 have h_0 = 0)
     shift = torch.repeat_interleave(torch.as_tensor(sizes[:-1], dtype=torch.int64, device=x.device),
@@ -148,11 +151,16 @@ def _weight_gradients(ctx, d_gates, x, w_ih, states, sizes):
                                     output_size=n_rows - first)
     previous_states = states.index_select(0, torch.arange(first, n_rows, device=x.device) - shift)  # (R - first, H)
     d_w_hh = d_gates[first:].t() @ previous_states  # (4H, H)
+    d_bias = d_gates.sum(0) if ctx.needs_input_grad[2] else None  # (4H,)
+    return *_input_gradients(ctx, d_gates, x, w_ih), d_bias, d_w_hh
+
+
+def _input_gradients(ctx, d_gates, x, w_ih):
+    """d_x (R, E) and d_w_ih (4H, E) from the gate gradients of every row, one matmul each."""
     needs = ctx.needs_input_grad
     d_x = d_gates @ w_ih if needs[0] else None  # (R, E)
     d_w_ih = d_gates.t() @ x if needs[1] else None  # (4H, E)
-    d_bias = d_gates.sum(0) if needs[2] else None  # (4H,)
-    return d_x, d_w_ih, d_bias, d_w_hh
+    return d_x, d_w_ih
 
 
 LSTM_KERNELS = ("auto", "fused", "torch", "cudnn")

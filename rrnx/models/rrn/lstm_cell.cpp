@@ -93,10 +93,11 @@ void forward_step(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forge
 
 // One backward step over local rows [begin, end): dh = dL/dh_t (its own rating gradient + the
 // recurrence's, dh_next), dc = dc_next + dh o (1 - tanh^2 c); the gate gradients are the saved
-// factors times dc (i, f, g) or dh (o); dc_next becomes dc f, for step t - 1.
+// factors times dc (i, f, g) or dh (o); dc_next becomes dc f, for step t - 1. The gate gradients
+// are also added to d_bias (4H,), this thread's own accumulator, while they are in registers.
 template <typename T>
 void backward_rows(const T* factors, const T* forget, const T* dc_factor, const T* d_states, const T* dh_next,
-                   T* dc_next, T* d_gates, int64_t begin, int64_t end, int64_t H) {
+                   T* dc_next, T* d_gates, T* d_bias, int64_t begin, int64_t end, int64_t H) {
   for (int64_t r = begin; r < end; ++r) {
     const T* fac = factors + r * 4 * H;
     T* dg = d_gates + r * 4 * H;
@@ -109,6 +110,10 @@ void backward_rows(const T* factors, const T* forget, const T* dc_factor, const 
       dg[2 * H + j] = fac[2 * H + j] * dc;
       dg[3 * H + j] = fac[3 * H + j] * dh;
       dc_next[r * H + j] = dc * forget[r * H + j];
+      d_bias[j] += dg[j];
+      d_bias[H + j] += dg[H + j];
+      d_bias[2 * H + j] += dg[2 * H + j];
+      d_bias[3 * H + j] += dg[3 * H + j];
     }
   }
 }
@@ -159,15 +164,24 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
   return {states, gates, forget, dc_factor};
 }
 
-// dL/d(gate pre-activations) (R, 4H) from dL/dh_t of every row, by backpropagation through time.
-torch::Tensor backward(const torch::Tensor& d_states_in, const torch::Tensor& factors, const torch::Tensor& forget,
-                       const torch::Tensor& dc_factor, const torch::Tensor& w_hh, const torch::Tensor& batch_sizes) {
+// dL/d(gate pre-activations) (R, 4H) from dL/dh_t of every row, by backpropagation through time, and
+// the two weight gradients that need the steps apart: d W_hh (4H, H), step t's gate gradients times the
+// states of step t - 1 (the first `size` rows of that step in the packed layout: no gather), added one
+// step at a time; and d bias (4H,), summed by the row passes (one accumulator per thread, added in thread
+// order at the end: the result depends on the thread count, not on the run).
+std::vector<torch::Tensor> backward(const torch::Tensor& d_states_in, const torch::Tensor& factors,
+                                    const torch::Tensor& forget, const torch::Tensor& dc_factor,
+                                    const torch::Tensor& w_hh, const torch::Tensor& states,
+                                    const torch::Tensor& batch_sizes) {
   const auto sizes = step_sizes(batch_sizes);
   const int64_t H = w_hh.size(1), first = sizes.empty() ? 0 : sizes[0];
   auto d_states = d_states_in.contiguous();
   auto d_gates = torch::empty_like(factors);
   auto dh_next = torch::zeros({first, H}, factors.options());  // rows past a step's size stay 0
   auto dc_next = torch::zeros({first, H}, factors.options());
+  auto d_w_hh = torch::zeros({4 * H, H}, factors.options());
+  const int64_t threads = at::get_num_threads();
+  auto bias_parts = torch::zeros({threads, 4 * H}, factors.options());  // one accumulator per thread
   std::vector<int64_t> starts(sizes.size(), 0);
   for (size_t t = 1; t < sizes.size(); ++t) starts[t] = starts[t - 1] + sizes[t - 1];
   AT_DISPATCH_FLOATING_TYPES(factors.scalar_type(), "rrnx_lstm_backward", [&] {
@@ -180,16 +194,20 @@ torch::Tensor backward(const torch::Tensor& d_states_in, const torch::Tensor& fa
       const scalar_t* dh = dh_next.data_ptr<scalar_t>();
       scalar_t* dc = dc_next.data_ptr<scalar_t>();
       scalar_t* dg = d_gates.data_ptr<scalar_t>() + offset * 4;
+      scalar_t* parts = bias_parts.data_ptr<scalar_t>();
       at::parallel_for(0, size, kGrainRows, [&](int64_t begin, int64_t end) {
-        backward_rows<scalar_t>(fac, fp, dp, ds, dh, dc, dg, begin, end, H);
+        scalar_t* own = parts + at::get_thread_num() * 4 * H;
+        backward_rows<scalar_t>(fac, fp, dp, ds, dh, dc, dg, own, begin, end, H);
       });
       if (t > 0) {
+        auto step = d_gates.narrow(0, starts[t], size);  // (bs, 4H)
+        d_w_hh.addmm_(step.t(), states.narrow(0, starts[t - 1], size));  // += dg_t^T h_{t-1}
         auto dh_rows = dh_next.narrow(0, 0, size);
-        at::mm_out(dh_rows, d_gates.narrow(0, starts[t], size), w_hh);  // W_hh^T dg -> dh_{t-1}
+        at::mm_out(dh_rows, step, w_hh);  // W_hh^T dg -> dh_{t-1}
       }
     }
   });
-  return d_gates;
+  return {d_gates, d_w_hh, bias_parts.sum(0)};
 }
 
 // out (n_out, E): row index[k] gains w[k] * source[source_index[k]] for every k, in k order (w = 1 without
@@ -315,7 +333,7 @@ torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, c
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused packed LSTM forward");
-  m.def("backward", &backward, "fused packed LSTM backward");
+  m.def("backward", &backward, "fused packed LSTM backward: d gates, d W_hh, d bias");
   m.def("bag_backward", &bag_backward, "EmbeddingBag (sum, per-rating weights) weight gradient");
   m.def("pair_dots", &pair_dots, "eq. (7)'s two inner products per rating");
   m.def("row_sums", &row_sums, "out[index[k]] += w[k] * source[source_index[k]]: pair_dots' gradients");
