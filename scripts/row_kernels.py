@@ -1,5 +1,6 @@
-"""Times the two per-rating backwards RRN replaced, torch's against rrnx's, back to back in one process
-(docs/benchmarks.md, "The rating embedding's backward, the gate bias, the gathers' backward"):
+"""Times the per-rating kernels RRN replaced, torch's against rrnx's, back to back in one process
+(docs/benchmarks.md, "The rating embedding's backward, the gate bias, the gathers' backward" and
+"Eq. (7) in one compiled pass"):
 
     python scripts/row_kernels.py [--threads 1]
 
@@ -11,6 +12,10 @@
    backward against take_rows' (_TakeRows, one index_add_).
 3. the forward gathers (index_select) of an epoch's largest shapes, each against a plain copy of a tensor
    of its output's size: how far the gathers are from the machine's copy speed.
+4. eq. (7)'s two inner products per rating with their gradients, torch ops (four row gathers, two products,
+   two scatters) against the compiled `pair_dots` (PairDots): a 6-month user-phase part (1M ratings of
+   130k rows; the other side's 365k item states and 16,667 item factors) and a Netflix-full item-phase part
+   (2M ratings of 60k rows; the other side's 10.6M user states and 470k user factors); D = k = 20.
 Best of 5 after a warm-up; the largest difference of the two gradients is printed with each pair.
 """
 
@@ -22,7 +27,7 @@ import time
 import torch
 
 from rrnx.models.rrn.fused import fused_cell
-from rrnx.models.rrn.sequences import RatingBag, take_rows
+from rrnx.models.rrn.sequences import PairDots, RatingBag, take_rows
 
 
 def best_ms(step, repeats: int = 5) -> float:
@@ -88,6 +93,35 @@ def gather_against_copy(n_table: int, width: int, n: int, sort: bool, generator:
             f"index_select {ms[0]:.1f} ms, copy of the output's size {ms[1]:.1f} ms ({ms[0] / ms[1]:.2f}x)")
 
 
+def pair_dots_pair(cell, n_rows: int, n_entities: int, n_other_rows: int, n_other: int, n_ratings: int,
+                   generator: torch.Generator) -> str:
+    """Eq. (7) forward + backward of both this side's tables: torch ops against PairDots."""
+    ia = torch.randint(0, n_rows + 1, (n_ratings,), generator=generator).sort()[0]  # (N,) the row before, sorted
+    ic = (ia * n_entities // (n_rows + 1)).clamp(max=n_entities - 1)  # (N,) its entity, sorted
+    ib = torch.randint(0, n_other_rows, (n_ratings,), generator=generator)  # (N,) the other side's row, random
+    id_ = torch.randint(0, n_other, (n_ratings,), generator=generator)  # (N,) the other entity
+    states, factors = torch.randn(n_rows + 1, 20, generator=generator), torch.randn(n_entities, 20, generator=generator)
+    other_states, other_factors = (torch.randn(n_other_rows, 20, generator=generator),
+                                   torch.randn(n_other, 20, generator=generator))
+    grad = torch.randn(n_ratings, generator=generator)
+
+    def torch_ops(a, c):
+        return ((take_rows(a, ia) * other_states.index_select(0, ib)).sum(-1)
+                + (take_rows(c, ic) * other_factors.index_select(0, id_)).sum(-1))
+
+    def rrnx_pair(a, c):
+        return PairDots.apply(a, ia, other_states, ib, c, ic, other_factors, id_, cell)
+
+    def both(f):
+        a, c = states.detach().requires_grad_(), factors.detach().requires_grad_()
+        return torch.autograd.grad(f(a, c), (a, c), grad)
+
+    ms = [best_ms(lambda f=f: both(f)) for f in (torch_ops, rrnx_pair)]
+    diff = max((x - y).abs().max().item() for x, y in zip(both(torch_ops), both(rrnx_pair)))
+    return (f"eq. (7), {n_ratings:,} ratings of {n_rows:,} rows, other side {n_other_rows:,} states and {n_other:,} "
+            f"factors: torch {ms[0]:.1f} ms, rrnx {ms[1]:.1f} ms ({ms[0] / ms[1]:.1f}x); max difference {diff:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -103,6 +137,8 @@ def main() -> None:
     for n_table, width, n, sort in ((365_013, 20, 1_000_232, True), (16_667, 20, 1_000_232, False),
                                     (523_660, 40, 523_660, False), (12_434_398, 1, 6_729_431, True)):
         print(gather_against_copy(n_table, width, n, sort, generator))
+    print(pair_dots_pair(cell, 130_000, 4096, 365_013, 16_667, 1_000_000, generator))
+    print(pair_dots_pair(cell, 60_000, 512, 10_556_426, 470_234, 2_000_000, generator))
 
 
 if __name__ == "__main__":
