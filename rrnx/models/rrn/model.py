@@ -26,9 +26,9 @@ from rrnx.distributed import all_reduce_sum_, broadcast_from_rank0_
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
 from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm, resolve_kernel
-from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, PairDots, RatingBag, RowBatch, SideTensors, entity_ratings,
-                                       gather, length_sorted_batches, pack, permute_rows, rating_bounded_parts,
-                                       take_index, take_rows, training_sides)
+from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, Packing, PairDots, RatingBag, RowBatch, SideTensors,
+                                       entity_ratings, gather, length_sorted_batches, pack, permute_rows,
+                                       rating_bounded_parts, take_index, take_rows, training_sides)
 from rrnx.models.rrn.states import RRNStates
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
@@ -67,8 +67,10 @@ class SideNetwork(nn.Module):
             nn.init.zeros_(self.project.bias[dynamic_dim:])  # the dynamic bias starts at 0
 
     def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor,
-                stats: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden state after each row of the batch, (R, H); `stats` (R, 2): extra context columns."""
+                stats: torch.Tensor | None = None) -> tuple[torch.Tensor, Packing]:
+        """Hidden state after each row of the batch, (R, H), in the LSTM's time-major packed order (local row
+        r is at packing.packed_position[r]: the callers index it there instead of permuting it back);
+        `stats` (R, 2): extra context columns."""
         if self.embed_ratings is not None:
             other = take_index(side.other, batch.ratings)  # (N,)
             kernel, cell = resolve_kernel(self.lstm_kernel, other.device)
@@ -90,16 +92,16 @@ class SideNetwork(nn.Module):
         y = torch.addmm(y, features, context.weight.t().contiguous()).add_(context.bias)
         packing = pack(batch)
         y = permute_rows(y, packing.unpacked, packing.packed_position)  # (R, E) time-major
-        hidden = packed_lstm(self.lstm, y, packing.batch_sizes, self.lstm_kernel)  # eq. (6), (R, H) time-major
-        return permute_rows(hidden, packing.packed_position, packing.unpacked)  # (R, H) entity-major
+        return packed_lstm(self.lstm, y, packing.batch_sizes, self.lstm_kernel), packing  # eq. (6), (R, H) time-major
 
-    def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The projected states (R + 1, D): after each row, then the initial state h_0 = 0 (W 0 + b = b);
-        and the row of it BEFORE each local row (R,): the entity's previous row, or the initial state."""
-        after = self.project(hidden)  # (R, D)
+    def dynamic_before(self, batch: RowBatch, hidden: torch.Tensor,
+                       packing: Packing) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected states (R + 1, D): after each row in `hidden`'s packed order, then the initial state
+        h_0 = 0 (W 0 + b = b); and the row of it BEFORE each local row (R,): where the entity's previous row
+        was packed, or the initial state."""
+        after = self.project(hidden)  # (R, D) packed order
         table = torch.cat([after, self.project.bias[None]])  # (R + 1, D): the last row is the initial state
-        previous = torch.where(batch.position == 0, len(after),
-                               torch.arange(len(after), device=after.device) - 1)  # (R,) same entity
+        previous = torch.where(batch.position == 0, len(after), packing.packed_position.roll(1))  # (R,) same entity
         return table, previous
 
 
@@ -335,8 +337,8 @@ class RRN(RRNStates, RatingModel):
             mean = (total / count - self.train_mean) / self.rating_range.abs().max().clamp(min=1e-6)
         return torch.stack([mean, torch.log1p(count)], 1)
 
-    def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> torch.Tensor:
-        """eqs. (5)-(6): the hidden state after each row of the batch, (R, H)."""
+    def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> tuple[torch.Tensor, Packing]:
+        """eqs. (5)-(6): the hidden state after each row of the batch, (R, H), packed time-major, and the packing."""
         return net(side, batch, self._input_weights(side, batch), self._step_stats(side, batch))
 
     def _dynamic_score(self, user_state: torch.Tensor, item_state: torch.Tensor) -> torch.Tensor:
@@ -484,8 +486,8 @@ class RRN(RRNStates, RatingModel):
         seqs = self._sides[side]
         batch = gather(seqs, entities)
         net = self._net(side)
-        hidden = self._hidden(net, seqs, batch)  # (R, H)
-        states, previous = net.dynamic_before(batch, hidden)  # (R + 1, D), (R,)
+        hidden, packing = self._hidden(net, seqs, batch)  # (R, H) packed time-major
+        states, previous = net.dynamic_before(batch, hidden, packing)  # (R + 1, D), (R,)
         own_row = take_rows(previous, batch.rating_row)  # (N,) this side's state before each rating
         other_row = take_index(seqs.other_row, batch.ratings)  # (N,) the other side's, in other_before
         rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity

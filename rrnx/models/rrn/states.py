@@ -52,8 +52,9 @@ class RRNStates:
             for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows, ratings,
                                             self.hparams.eval_batch_ratings):
                 batch = gather(seqs, entities[chunk])
-                hidden = self._hidden(net, seqs, batch)  # (R_b, H)
-                after.index_copy_(0, ranges(local_start[chunk], lengths[chunk]), net.project(hidden))
+                hidden, packing = self._hidden(net, seqs, batch)  # (R_b, H) packed time-major
+                rows = ranges(local_start[chunk], lengths[chunk])  # (R_b,) where each local row goes in `after`
+                after.index_copy_(0, rows[packing.unpacked], net.project(hidden))
             return after, local_start
 
     def _states_after_all_rows(self, side: str, seqs: SideTensors) -> torch.Tensor:
