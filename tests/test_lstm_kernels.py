@@ -157,7 +157,7 @@ def test_without_a_compiler_the_only_output_is_the_warning_line(tmp_path, monkey
         fused._state.update(saved)
     lines = capfd.readouterr().err.strip().splitlines()
     assert lines == ["warning: the fused LSTM cell could not be built (RuntimeError: no c++ and no ninja on PATH); "
-                     "using the pure-torch LSTM, up to 1.5x slower per epoch (docs/benchmarks.md)"]
+                     "using the pure-torch LSTM, up to 1.6x slower per epoch (docs/benchmarks.md)"]
 
 
 def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):

@@ -108,7 +108,7 @@ def fused_cell(required: bool = False):
                 _state.update(module=None, error=f"{type(exc).__name__}: {reason}")
                 if not required:
                     print(f"warning: the fused LSTM cell could not be built ({_state['error']}); using the "
-                          f"pure-torch LSTM, up to 1.5x slower per epoch (docs/benchmarks.md)",
+                          f"pure-torch LSTM, up to 1.6x slower per epoch (docs/benchmarks.md)",
                           file=sys.stderr, flush=True)
         module = _state["module"]
     if module is None and required:
