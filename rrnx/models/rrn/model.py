@@ -72,7 +72,7 @@ class SideNetwork(nn.Module):
         r is at packing.packed_position[r]: the callers index it there instead of permuting it back);
         `stats` (R, 2): extra context columns."""
         if self.embed_ratings is not None:
-            other = take_index(side.other, batch.ratings)  # (N,)
+            other = batch.other  # (N,)
             kernel, cell = resolve_kernel(self.lstm_kernel, other.device)
             if kernel == "fused" and not weights.requires_grad:  # the compiled weight gradient (RatingBag)
                 y = RatingBag.apply(self.embed_ratings.weight, other, batch.bag_offsets, batch.rating_row,
@@ -306,9 +306,9 @@ class RRN(RRNStates, RatingModel):
     def _stationary_params(self, side: str) -> list:
         return [p for m in (self._factors(side), self._bias(side)) if m is not None for p in m.parameters()]
 
-    def _input_weights(self, side: SideTensors, batch: RowBatch) -> torch.Tensor:
+    def _input_weights(self, batch: RowBatch) -> torch.Tensor:
         """x_t's nonzero values for EmbeddingBag's per_sample_weights, (N,)."""
-        weights = take_rows(side.value, batch.ratings)  # (N,)
+        weights = batch.value  # (N,)
         if self.hparams.rating_input == "scaled":
             weights = weights / self.rating_range.abs().max().clamp(min=1e-6)
         if self.hparams.input_norm != "sum":
@@ -323,10 +323,10 @@ class RRN(RRNStates, RatingModel):
         if not self.hparams.step_stats:
             return None
         count = batch.ratings_per_row.float()  # (R,) every active row has >= 1 rating
-        value = take_rows(side.value, batch.ratings)  # (N,)
+        value = batch.value  # (N,)
         if self.hparams.step_stats == "residual":
             entity = take_rows(batch.entities, take_rows(batch.row_entity, batch.rating_row))  # (N,)
-            other = take_index(side.other, batch.ratings)  # (N,)
+            other = batch.other  # (N,)
             users, items = (entity, other) if side.side == "user" else (other, entity)
             with torch.no_grad():
                 value = value - self._stationary_score(users, items)  # (N,) departure from the static part
@@ -339,7 +339,7 @@ class RRN(RRNStates, RatingModel):
 
     def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> tuple[torch.Tensor, Packing]:
         """eqs. (5)-(6): the hidden state after each row of the batch, (R, H), packed time-major, and the packing."""
-        return net(side, batch, self._input_weights(side, batch), self._step_stats(side, batch))
+        return net(side, batch, self._input_weights(batch), self._step_stats(side, batch))
 
     def _dynamic_score(self, user_state: torch.Tensor, item_state: torch.Tensor) -> torch.Tensor:
         """<W_user u_it + b_user, W_movie m_jt + b_movie> of eq. (7) (+ the two dynamic biases), (N,)."""
@@ -498,7 +498,7 @@ class RRN(RRNStates, RatingModel):
         own = self._factors(side)(entities)  # (B, k)
         if own.requires_grad:
             own.register_hook(lambda g: g * scale[:, None])
-        other_idx = take_index(seqs.other, batch.ratings)  # (N,)
+        other_idx = batch.other  # (N,)
         other_factors = self._factors(OTHER_SIDE[side]).weight.detach()  # (n_other, k) frozen
         kernel, cell = resolve_kernel(self.hparams.lstm_kernel, states.device)
         if kernel == "fused" and not self.hparams.dynamic_bias:  # the same sums in one compiled pass (PairDots)
@@ -521,7 +521,7 @@ class RRN(RRNStates, RatingModel):
                 reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
             else:  # per entity: bias_reg * b^2 whatever its rating count (Koren's baseline predictors)
                 per_entity_reg = self.hparams.bias_reg * (own_bias[:, 0] ** 2).sum()
-        return pred, take_rows(seqs.value, batch.ratings), (self.hparams.reg * reg + per_entity_reg) / n
+        return pred, batch.value, (self.hparams.reg * reg + per_entity_reg) / n
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def on_validation_epoch_start(self) -> None:

@@ -103,6 +103,8 @@ class RowBatch:
     rating_row: torch.Tensor  # (N,) local row of each rating
     bag_offsets: torch.Tensor  # (R,) start of each row's ratings in `ratings` (EmbeddingBag offsets)
     ratings_per_row: torch.Tensor  # (R,)
+    other: torch.Tensor  # (N,) int64 other-side index of each rating (side.other, widened once per batch)
+    value: torch.Tensor  # (N,) float32 each rating's value
 
     @property
     def last_row(self) -> torch.Tensor:
@@ -122,7 +124,8 @@ def gather(side: SideTensors, entities: torch.Tensor) -> RowBatch:
     ratings = ranges(r_starts, r_lengths)  # (N,)
     rating_row = torch.repeat_interleave(torch.arange(len(rows), device=device), r_lengths, output_size=len(ratings))
     bag_offsets = torch.cumsum(r_lengths, 0) - r_lengths
-    return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row, bag_offsets, r_lengths)
+    return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row, bag_offsets, r_lengths,
+                    take_index(side.other, ratings), take_rows(side.value, ratings))
 
 
 @dataclass
