@@ -58,6 +58,33 @@ def test_fused_cell_without_gradients_gives_the_same_states():
     assert with_grad.requires_grad and torch.equal(with_grad.detach(), without)
 
 
+@needs_compiler
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_fused_cell_splits_steps_across_threads_as_nn_lstm(n_threads):
+    """Steps of several hundred rows: each thread takes a range of a step's rows and does its recurrent
+    matmuls and the cell there (lstm_cell.cpp); values and every gradient are nn.LSTM's."""
+    from torch.nn.utils.rnn import pack_sequence
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 8)
+    lengths = torch.randint(1, 7, (900,)).sort(descending=True)[0].tolist()  # steps of 900 down to ~150 rows
+    seqs = [torch.randn(n, 6, requires_grad=True) for n in lengths]
+    reference, _ = lstm(pack_sequence(seqs))
+    weights = torch.randn_like(reference.data)
+    grads = torch.autograd.grad((reference.data * weights).sum(), [*lstm.parameters(), *seqs])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(n_threads)
+        packed = pack_sequence(seqs)
+        ours = packed_lstm(lstm, packed.data, packed.batch_sizes, "fused")
+        ours_grads = torch.autograd.grad((ours * weights).sum(), [*lstm.parameters(), *seqs])
+    finally:
+        torch.set_num_threads(threads)
+    assert max(packed.batch_sizes) > 2 * 256  # more than one thread's chunk (kGrainRows) per step
+    assert torch.allclose(ours, reference.data, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, ours_grads))
+
+
 def bags(n_ratings: int, n_bags: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Each rating's bag, non-decreasing, every bag non-empty, and each bag's first rating (offsets)."""
     extra = torch.randint(0, n_bags, (n_ratings - n_bags,), generator=generator)

@@ -2,11 +2,11 @@
 // builds this file with torch.utils.cpp_extension at first use. Also the backward of eq. (5)'s rating
 // embedding (`bag_backward`) and eq. (7)'s per-rating inner products (`pair_dots`), at the end.
 //
-// Per step, the recurrent product W_hh h_{t-1} stays one MKL matmul; everything after it (the four
-// gate nonlinearities, eq. (3)'s cell update, eq. (4)'s output and every factor of the gate gradients
-// that does not depend on the recurrence) is ONE pass over the step's (bs, 4H) gate block, OpenMP over
-// the rows (at::parallel_for: torch's own OpenMP runtime and thread count). The backward step is one
-// pass too, then one matmul. Gate order and parameters are nn.LSTM's (i, f, g, o).
+// Per step, each thread takes a range of the step's rows (at::parallel_for: torch's own OpenMP runtime
+// and thread count) and computes the recurrent product W_hh h_{t-1} of its rows (an MKL matmul), then,
+// in ONE pass over its rows of the (bs, 4H) gate block, the four gate nonlinearities, eq. (3)'s cell
+// update, eq. (4)'s output and every factor of the gate gradients that does not depend on the
+// recurrence. The backward step is one pass too, then the step's two matmuls on the same rows. Gate order and parameters are nn.LSTM's (i, f, g, o).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -83,11 +83,19 @@ void forward_rows(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forge
   }
 }
 
+// One forward step: each thread takes one range of the step's rows and does all of the step's work on
+// them, the recurrent product W_hh h_{t-1} of its rows (one single-threaded MKL call inside the parallel
+// region) and then the cell, so a step opens one parallel region, not two (with OMP_WAIT_POLICY=PASSIVE,
+// rrnx's thread policy, each region wakes sleeping threads), and the rows the matmul wrote are still in
+// this core's cache when the cell reads them. w_t: W_hh^T (H, 4H), detached (worker threads keep
+// autograd's default grad mode); h_prev: the (size, H) states of step t - 1's first rows (FIRST: none).
 template <typename T, bool FIRST, bool GRAD>
-void forward_step(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t size,
-                  int64_t H) {
+void forward_step(const torch::Tensor& gates, const torch::Tensor& h_prev, const torch::Tensor& w_t, const T* bias,
+                  const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t size, int64_t H) {
+  T* g = gates.data_ptr<T>();
   at::parallel_for(0, size, kGrainRows, [&](int64_t begin, int64_t end) {
-    forward_rows<T, FIRST, GRAD>(gates, bias, c_prev, c, h, forget, dc_factor, begin, end, H);
+    if (!FIRST) gates.narrow(0, begin, end - begin).addmm_(h_prev.narrow(0, begin, end - begin), w_t);
+    forward_rows<T, FIRST, GRAD>(g, bias, c_prev, c, h, forget, dc_factor, begin, end, H);
   });
 }
 
@@ -139,24 +147,23 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
   auto dc_factor = grad ? torch::empty({n_rows, H}, x.options()) : torch::empty({0}, x.options());
   // c_t is needed only by step t + 1: two alternating (first, H) buffers, not (R, H)
   auto cells = torch::empty({2, first, H}, x.options());
-  auto w_t = w_hh.t();
+  auto w_t = w_hh.detach().t();  // (H, 4H)
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rrnx_lstm_forward", [&] {
     int64_t offset = 0, previous = 0;
     for (size_t t = 0; t < sizes.size(); ++t) {
       const int64_t size = sizes[t];
-      auto g = gates.narrow(0, offset, size);
-      if (t > 0) g.addmm_(states.narrow(0, previous, size), w_t);  // + W_hh h_{t-1} (h_0 = 0)
-      scalar_t* gp = g.data_ptr<scalar_t>();
+      auto g = gates.narrow(0, offset, size);  // + W_hh h_{t-1} (h_0 = 0), in forward_step
+      auto h_prev = states.narrow(0, previous, size);
       scalar_t* c = cells[t % 2].data_ptr<scalar_t>();
       const scalar_t* c_prev = cells[(t + 1) % 2].data_ptr<scalar_t>();
       scalar_t* h = states.data_ptr<scalar_t>() + offset * H;
       scalar_t* fp = grad ? forget.data_ptr<scalar_t>() + offset * H : nullptr;
       scalar_t* dp = grad ? dc_factor.data_ptr<scalar_t>() + offset * H : nullptr;
       const scalar_t* bp = b.data_ptr<scalar_t>();
-      if (t == 0 && grad) forward_step<scalar_t, true, true>(gp, bp, c_prev, c, h, fp, dp, size, H);
-      else if (t == 0) forward_step<scalar_t, true, false>(gp, bp, c_prev, c, h, fp, dp, size, H);
-      else if (grad) forward_step<scalar_t, false, true>(gp, bp, c_prev, c, h, fp, dp, size, H);
-      else forward_step<scalar_t, false, false>(gp, bp, c_prev, c, h, fp, dp, size, H);
+      if (t == 0 && grad) forward_step<scalar_t, true, true>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
+      else if (t == 0) forward_step<scalar_t, true, false>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
+      else if (grad) forward_step<scalar_t, false, true>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
+      else forward_step<scalar_t, false, false>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
       previous = offset;
       offset += size;
     }
@@ -166,22 +173,28 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
 
 // dL/d(gate pre-activations) (R, 4H) from dL/dh_t of every row, by backpropagation through time, and
 // the two weight gradients that need the steps apart: d W_hh (4H, H), step t's gate gradients times the
-// states of step t - 1 (the first `size` rows of that step in the packed layout: no gather), added one
-// step at a time; and d bias (4H,), summed by the row passes (one accumulator per thread, added in thread
-// order at the end: the result depends on the thread count, not on the run).
+// states of step t - 1 (the first `size` rows of that step in the packed layout: no gather), and d bias
+// (4H,). As in the forward, each thread does a step's whole work on its range of rows in one parallel
+// region: the row pass, then dh_{t-1} = dg_t W_hh for its rows and dg_t^T h_{t-1} added to its own
+// d W_hh accumulator (single-threaded MKL calls; the bias sums are added by the row pass). The per-thread
+// accumulators are added in thread order at the end: the result depends on the thread count, not on
+// the run.
 std::vector<torch::Tensor> backward(const torch::Tensor& d_states_in, const torch::Tensor& factors,
                                     const torch::Tensor& forget, const torch::Tensor& dc_factor,
-                                    const torch::Tensor& w_hh, const torch::Tensor& states,
+                                    const torch::Tensor& w_hh_in, const torch::Tensor& states_in,
                                     const torch::Tensor& batch_sizes) {
   const auto sizes = step_sizes(batch_sizes);
-  const int64_t H = w_hh.size(1), first = sizes.empty() ? 0 : sizes[0];
-  auto d_states = d_states_in.contiguous();
+  const int64_t H = w_hh_in.size(1), first = sizes.empty() ? 0 : sizes[0];
+  // detached: the worker threads' matmuls must not record autograd history (their grad mode is the default)
+  auto d_states = d_states_in.contiguous(), w_hh = w_hh_in.detach(), states = states_in.detach();
   auto d_gates = torch::empty_like(factors);
   auto dh_next = torch::zeros({first, H}, factors.options());  // rows past a step's size stay 0
   auto dc_next = torch::zeros({first, H}, factors.options());
-  auto d_w_hh = torch::zeros({4 * H, H}, factors.options());
   const int64_t threads = at::get_num_threads();
   auto bias_parts = torch::zeros({threads, 4 * H}, factors.options());  // one accumulator per thread
+  auto w_parts = torch::zeros({threads, 4 * H, H}, factors.options());
+  std::vector<torch::Tensor> w_part;  // thread i's (4H, H) view, made once
+  for (int64_t i = 0; i < threads; ++i) w_part.push_back(w_parts[i]);
   std::vector<int64_t> starts(sizes.size(), 0);
   for (size_t t = 1; t < sizes.size(); ++t) starts[t] = starts[t - 1] + sizes[t - 1];
   AT_DISPATCH_FLOATING_TYPES(factors.scalar_type(), "rrnx_lstm_backward", [&] {
@@ -196,18 +209,18 @@ std::vector<torch::Tensor> backward(const torch::Tensor& d_states_in, const torc
       scalar_t* dg = d_gates.data_ptr<scalar_t>() + offset * 4;
       scalar_t* parts = bias_parts.data_ptr<scalar_t>();
       at::parallel_for(0, size, kGrainRows, [&](int64_t begin, int64_t end) {
-        scalar_t* own = parts + at::get_thread_num() * 4 * H;
-        backward_rows<scalar_t>(fac, fp, dp, ds, dh, dc, dg, own, begin, end, H);
+        const int64_t thread = at::get_thread_num();
+        backward_rows<scalar_t>(fac, fp, dp, ds, dh, dc, dg, parts + thread * 4 * H, begin, end, H);
+        if (t > 0) {  // (this thread's dh_next rows were read above, for step t; now step t - 1's)
+          auto step = d_gates.narrow(0, starts[t] + begin, end - begin);  // (n, 4H)
+          w_part[thread].addmm_(step.t(), states.narrow(0, starts[t - 1] + begin, end - begin));  // dg^T h_{t-1}
+          auto dh_rows = dh_next.narrow(0, begin, end - begin);
+          at::mm_out(dh_rows, step, w_hh);  // W_hh^T dg -> dh_{t-1}
+        }
       });
-      if (t > 0) {
-        auto step = d_gates.narrow(0, starts[t], size);  // (bs, 4H)
-        d_w_hh.addmm_(step.t(), states.narrow(0, starts[t - 1], size));  // += dg_t^T h_{t-1}
-        auto dh_rows = dh_next.narrow(0, 0, size);
-        at::mm_out(dh_rows, step, w_hh);  // W_hh^T dg -> dh_{t-1}
-      }
     }
   });
-  return {d_gates, d_w_hh, bias_parts.sum(0)};
+  return {d_gates, w_parts.sum(0), bias_parts.sum(0)};
 }
 
 // out (n_out, E): row index[k] gains w[k] * source[source_index[k]] for every k, in k order (w = 1 without
