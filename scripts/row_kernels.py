@@ -110,7 +110,7 @@ def pair_dots_pair(cell, n_rows: int, n_entities: int, n_other_rows: int, n_othe
                 + (take_rows(c, ic) * other_factors.index_select(0, id_)).sum(-1))
 
     def rrnx_pair(a, c):
-        return PairDots.apply(a, ia, other_states, ib, c, ic, other_factors, id_, cell)
+        return PairDots.apply(a, ia, other_states, ib, c, ic, other_factors, id_, cell, False)
 
     def both(f):
         a, c = states.detach().requires_grad_(), factors.detach().requires_grad_()

@@ -118,7 +118,9 @@ def test_the_compiled_rating_embedding_gradient_is_embedding_bags():
 
 
 @needs_compiler
-def test_the_compiled_eq7_products_and_their_gradients_are_torch_ops():
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_compiled_eq7_products_and_their_gradients_are_torch_ops(bias):
+    """bias: the states' last column is each side's dynamic bias (RRN's dynamic_bias), added."""
     cell = fused.fused_cell(required=True)
     generator = torch.Generator().manual_seed(0)
     n = 50
@@ -128,10 +130,13 @@ def test_the_compiled_eq7_products_and_their_gradients_are_torch_ops():
     a, c = (torch.randn(8, 5, dtype=torch.double, requires_grad=True),  # row 7 is never taken
             torch.randn(4, 3, dtype=torch.double, requires_grad=True))
     b, d = torch.randn(9, 5, dtype=torch.double), torch.randn(11, 3, dtype=torch.double)
-    assert torch.autograd.gradcheck(lambda a, c: PairDots.apply(a, ia, b, ib, c, ic, d, id_, cell), (a, c))
+    assert torch.autograd.gradcheck(lambda a, c: PairDots.apply(a, ia, b, ib, c, ic, d, id_, cell, bias), (a, c))
     grad = torch.randn(n, dtype=torch.double, generator=generator)
-    ours = PairDots.apply(a, ia, b, ib, c, ic, d, id_, cell)
-    expected = (a[ia] * b[ib]).sum(-1) + (c[ic] * d[id_]).sum(-1)
+    ours = PairDots.apply(a, ia, b, ib, c, ic, d, id_, cell, bias)
+    if bias:
+        expected = (a[ia, :4] * b[ib, :4]).sum(-1) + a[ia, 4] + b[ib, 4] + (c[ic] * d[id_]).sum(-1)
+    else:
+        expected = (a[ia] * b[ib]).sum(-1) + (c[ic] * d[id_]).sum(-1)
     assert torch.allclose(ours, expected, atol=1e-12)
     ours_grads = torch.autograd.grad(ours, (a, c), grad)
     expected_grads = torch.autograd.grad(expected, (a, c), grad)
@@ -141,7 +146,7 @@ def test_the_compiled_eq7_products_and_their_gradients_are_torch_ops():
     try:
         for n_threads in (1, 2, 4):  # each thread owns a range of rows: the sums do not depend on the count
             torch.set_num_threads(n_threads)
-            sums.append(cell.row_sums(b.float(), ib, grad.float(), ia, 8))
+            sums.append(cell.row_sums(b.float(), ib, grad.float(), ia, 8, bias))
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(sums[0], other) for other in sums[1:])
@@ -234,11 +239,12 @@ def test_the_build_folder_changes_with_the_source(tmp_path, monkeypatch):
 
 @needs_compiler
 @pytest.mark.parametrize("side", ["user", "item"])
-def test_training_predictions_and_gradients_agree_across_kernels(tmp_path, side):
+@pytest.mark.parametrize("dynamic_bias", [False, True])
+def test_training_predictions_and_gradients_agree_across_kernels(tmp_path, side, dynamic_bias):
     data = datamodule(tmp_path, tiny_ratings())
     results = {}
     for kernel in ("torch", "fused"):
-        model = tiny_model(data, lstm_kernel=kernel)
+        model = tiny_model(data, lstm_kernel=kernel, dynamic_bias=dynamic_bias)
         other_before, _ = model._cached_states("item" if side == "user" else "user")
         pred, _, _ = model.phase_forward(side, torch.arange(model._sides[side].n_entities), other_before)
         pred.square().mean().backward()

@@ -228,7 +228,8 @@ std::vector<torch::Tensor> backward(const torch::Tensor& d_states_in, const torc
 // each, the call overhead most of the time; index_add_ of a materialised (N, E) product) are slower; this is
 // one vectorised loop. With T threads each owns a contiguous range of out's rows and scans all k: no two
 // threads write one row, and every row sums in k order whatever T is (the result does not depend on it).
-template <typename T>
+// BIAS: source's last column is a bias added to the product (pair_dots' `bias`): out's last column gains w[k].
+template <typename T, bool BIAS>
 void add_rows(const T* source, const int64_t* source_index, const T* weights, const int64_t* index, T* out,
               int64_t n, int64_t low, int64_t high, int64_t E) {
   for (int64_t k = 0; k < n; ++k) {
@@ -245,14 +246,18 @@ void add_rows(const T* source, const int64_t* source_index, const T* weights, co
     const T w = weights ? weights[k] : T(1);
     const T* from = source + source_index[k] * E;
     T* target = out + row * E;
+    const int64_t width = BIAS ? E - 1 : E;
 #pragma omp simd
-    for (int64_t j = 0; j < E; ++j) target[j] += w * from[j];
+    for (int64_t j = 0; j < width; ++j) target[j] += w * from[j];
+    if (BIAS) target[E - 1] += w;
   }
 }
 
 // source (n_source, E), source_index and index (N,) any integer type, weights (N,) or empty (all 1).
+// bias: out's last column gains the weight alone (the gradient of pair_dots' bias columns).
 torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& source_index_in,
-                       const torch::Tensor& weights_in, const torch::Tensor& index_in, int64_t n_out) {
+                       const torch::Tensor& weights_in, const torch::Tensor& index_in, int64_t n_out,
+                       bool bias) {
   TORCH_CHECK(source_in.device().is_cpu() && source_in.dim() == 2, "row_sums: a 2-D CPU source");
   auto source = source_in.contiguous();
   auto index = index_in.to(torch::kInt64).contiguous();
@@ -261,6 +266,7 @@ torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& sour
   const bool weighted = weights_in.numel() > 0;
   auto weights = weighted ? weights_in.to(source.scalar_type()).contiguous() : weights_in;
   TORCH_CHECK(!weighted || weights.numel() == index.numel(), "row_sums: one weight per index");
+  TORCH_CHECK(!bias || source.size(1) > 0, "row_sums: a bias column needs a non-empty row");
   const int64_t E = source.size(1), n = index.numel();
   auto out = torch::zeros({n_out, E}, source.options());
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_out));
@@ -268,9 +274,11 @@ torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& sour
     const scalar_t* wp = weighted ? weights.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
-        add_rows<scalar_t>(source.data_ptr<scalar_t>(), source_index.data_ptr<int64_t>(), wp,
-                           index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, n_out * part / parts,
-                           n_out * (part + 1) / parts, E);
+        const int64_t low = n_out * part / parts, high = n_out * (part + 1) / parts;
+        if (bias) add_rows<scalar_t, true>(source.data_ptr<scalar_t>(), source_index.data_ptr<int64_t>(), wp,
+                                           index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, low, high, E);
+        else add_rows<scalar_t, false>(source.data_ptr<scalar_t>(), source_index.data_ptr<int64_t>(), wp,
+                                       index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, low, high, E);
       }
     });
   });
@@ -282,14 +290,16 @@ torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& sour
 // empty (all 1); returns (n_table, E).
 torch::Tensor bag_backward(const torch::Tensor& grad, const torch::Tensor& index, const torch::Tensor& bag,
                            const torch::Tensor& weights, int64_t n_table) {
-  return row_sums(grad, bag, weights, index, n_table);
+  return row_sums(grad, bag, weights, index, n_table, false);
 }
 
 // Eq. (7)'s two inner products for every rating n, in one pass and without (N, D) temporaries:
 //   out[n] = <a[ia[n]], b[ib[n]]> + <c[ic[n]], d[id[n]]>
 // a: this side's projected states (rows, D), c: its stationary factors (entities, k), both with gradients;
 // b, d: the other side's cached states and factors, frozen in the phase. Index tensors (N,) int64.
-template <typename T>
+// BIAS (RRN's dynamic_bias): the states' last column is each side's dynamic bias, added, not multiplied:
+//   out[n] = <a[ia[n], :D-1], b[ib[n], :D-1]> + a[ia[n], D-1] + b[ib[n], D-1] + <c[ic[n]], d[id[n]]>
+template <typename T, bool BIAS>
 void pair_dots_rows(const T* a, const int64_t* ia, const T* b, const int64_t* ib, const T* c, const int64_t* ic,
                     const T* d, const int64_t* id, T* out, int64_t begin, int64_t end, int64_t D, int64_t K) {
   for (int64_t n = begin; n < end; ++n) {
@@ -305,9 +315,11 @@ void pair_dots_rows(const T* a, const int64_t* ia, const T* b, const int64_t* ib
     const T* br = b + ib[n] * D;
     const T* cr = c + ic[n] * K;
     const T* dr = d + id[n] * K;
+    const int64_t width = BIAS ? D - 1 : D;
     T dynamic = 0, stationary = 0;
 #pragma omp simd reduction(+ : dynamic)
-    for (int64_t j = 0; j < D; ++j) dynamic += ar[j] * br[j];
+    for (int64_t j = 0; j < width; ++j) dynamic += ar[j] * br[j];
+    if (BIAS) dynamic = dynamic + ar[D - 1] + br[D - 1];
 #pragma omp simd reduction(+ : stationary)
     for (int64_t j = 0; j < K; ++j) stationary += cr[j] * dr[j];
     out[n] = dynamic + stationary;
@@ -322,7 +334,7 @@ void check_table(const torch::Tensor& rows, const torch::Tensor& index, const ch
 
 torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, const torch::Tensor& b_in,
                         const torch::Tensor& ib_in, const torch::Tensor& c_in, const torch::Tensor& ic_in,
-                        const torch::Tensor& d_in, const torch::Tensor& id_in) {
+                        const torch::Tensor& d_in, const torch::Tensor& id_in, bool bias) {
   check_table(a_in, ia_in, "a"); check_table(b_in, ib_in, "b"); check_table(c_in, ic_in, "c");
   check_table(d_in, id_in, "d");
   auto a = a_in.contiguous(), b = b_in.contiguous(), c = c_in.contiguous(), d = d_in.contiguous();
@@ -330,13 +342,14 @@ torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, c
   const int64_t n = ia.numel(), D = a.size(1), K = c.size(1);
   TORCH_CHECK(b.size(1) == D && d.size(1) == K && ib.numel() == n && ic.numel() == n && id.numel() == n,
               "pair_dots: mismatched widths or index lengths");
+  TORCH_CHECK(!bias || D > 0, "pair_dots: a bias column needs a non-empty state row");
   auto out = torch::empty({n}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rrnx_pair_dots", [&] {
     at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-      pair_dots_rows<scalar_t>(a.data_ptr<scalar_t>(), ia.data_ptr<int64_t>(), b.data_ptr<scalar_t>(),
-                               ib.data_ptr<int64_t>(), c.data_ptr<scalar_t>(), ic.data_ptr<int64_t>(),
-                               d.data_ptr<scalar_t>(), id.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), begin, end,
-                               D, K);
+      auto rows = bias ? pair_dots_rows<scalar_t, true> : pair_dots_rows<scalar_t, false>;
+      rows(a.data_ptr<scalar_t>(), ia.data_ptr<int64_t>(), b.data_ptr<scalar_t>(), ib.data_ptr<int64_t>(),
+           c.data_ptr<scalar_t>(), ic.data_ptr<int64_t>(), d.data_ptr<scalar_t>(), id.data_ptr<int64_t>(),
+           out.data_ptr<scalar_t>(), begin, end, D, K);
     });
   });
   return out;

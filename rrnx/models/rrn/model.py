@@ -501,9 +501,9 @@ class RRN(RRNStates, RatingModel):
         other_idx = batch.other  # (N,)
         other_factors = self._factors(OTHER_SIDE[side]).weight.detach()  # (n_other, k) frozen
         kernel, cell = resolve_kernel(self.hparams.lstm_kernel, states.device)
-        if kernel == "fused" and not self.hparams.dynamic_bias:  # the same sums in one compiled pass (PairDots)
+        if kernel == "fused":  # the same sums in one compiled pass (PairDots)
             pred = PairDots.apply(states, own_row, other_before, other_row, own, rating_entity, other_factors,
-                                  other_idx, cell) + self.mean_offset  # (N,)
+                                  other_idx, cell, self.hparams.dynamic_bias) + self.mean_offset  # (N,)
         else:
             own_dynamic, other_dynamic = take_rows(states, own_row), take_rows(other_before, other_row)  # (N, D)
             user_dynamic, item_dynamic = ((own_dynamic, other_dynamic) if side == "user"

@@ -230,22 +230,23 @@ class PairDots(torch.autograd.Function):
     and two (N, D) products, and their backward two more products and two scatters (the per-rating traffic
     that bounds a Netflix-full epoch). a (n_a, D) and c (n_c, k) take gradients (this side's states and
     factors); b (n_b, D) and d (n_d, k) are the other side's, frozen in the phase; ia, ib, ic, id (N,)
-    int64 each rating's row of each table."""
+    int64 each rating's row of each table. `bias` (RRN's dynamic_bias): the states' last column is each
+    side's dynamic bias, added to the product of the first D - 1 columns."""
 
     @staticmethod
-    def forward(ctx, a, ia, b, ib, c, ic, d, id_, cell):
+    def forward(ctx, a, ia, b, ib, c, ic, d, id_, cell, bias=False):
         ctx.save_for_backward(ia, b, ib, ic, d, id_)
-        ctx.cell, ctx.n_rows = cell, (a.shape[0], c.shape[0])
-        return cell.pair_dots(a, ia, b, ib, c, ic, d, id_)  # (N,)
+        ctx.cell, ctx.n_rows, ctx.bias = cell, (a.shape[0], c.shape[0]), bias
+        return cell.pair_dots(a, ia, b, ib, c, ic, d, id_, bias)  # (N,)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         ia, b, ib, ic, d, id_ = ctx.saved_tensors
         wants = ctx.needs_input_grad
-        da = ctx.cell.row_sums(b, ib, grad, ia, ctx.n_rows[0]) if wants[0] else None  # (n_a, D)
-        dc = ctx.cell.row_sums(d, id_, grad, ic, ctx.n_rows[1]) if wants[4] else None  # (n_c, k)
-        return da, None, None, None, dc, None, None, None, None
+        da = ctx.cell.row_sums(b, ib, grad, ia, ctx.n_rows[0], ctx.bias) if wants[0] else None  # (n_a, D)
+        dc = ctx.cell.row_sums(d, id_, grad, ic, ctx.n_rows[1], False) if wants[4] else None  # (n_c, k)
+        return da, None, None, None, dc, None, None, None, None, None
 
 
 def permute_rows(rows: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
