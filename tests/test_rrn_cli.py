@@ -95,6 +95,36 @@ def test_bench_time_steps_default_per_preset(monkeypatch, preset, steps):
     assert seen == [steps, ("14d", steps[1])]
 
 
+def test_bench_recipe_times_the_recipes_rrn_settings(monkeypatch, tmp_path, capsys):
+    """--recipe: the recipe's model.rrn mapping and batch sizes (RRN's defaults where it sets none),
+    without the pre-train; an explicit batch size wins; a key RRN does not know is refused in one line."""
+    import rrnx.bench
+    from rrnx.errors import RrnxError
+
+    seen = []
+
+    def record(preset, epochs, threads, user_granularity, item_granularity, model_args=None, **_):
+        seen.append(model_args)
+        raise RrnxError("recorded")  # stop before any data is generated
+
+    monkeypatch.setattr(rrnx.bench, "run_bench", record)
+    path = tmp_path / "r.yaml"
+    path.write_text("model:\n  name: pmf\n  rrn:\n    dim: 7\n    dynamic_bias: true\n    pretrain_epochs: 40\n"
+                    "    stationary_epoch: true\n    item_batch_size: 16\n  pmf:\n    dim: 3\n")
+    assert main(["bench", "--recipe", str(path)]) == 2
+    assert main(["bench", "--recipe", str(path), "--user-batch-size", "1024"]) == 2
+    assert main(["bench"]) == 2
+    assert seen[0] == {"dim": 7, "dynamic_bias": True, "item_batch_size": 16, "user_batch_size": 256,
+                       "lstm_kernel": "auto"}
+    assert seen[1]["user_batch_size"] == 1024 and seen[1]["item_batch_size"] == 16
+    assert seen[2] == {"user_batch_size": 4096, "item_batch_size": 512, "lstm_kernel": "auto"}
+    capsys.readouterr()
+    path.write_text("model:\n  rrn:\n    dimm: 3\n")
+    assert main(["bench", "--recipe", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.dimm: unknown key for model 'rrn'" in err and "Traceback" not in err and len(seen) == 3
+
+
 @pytest.mark.slow
 def test_bench_reads_the_generated_data_from_the_cache_on_a_rerun(capsys):
     """conftest gives each test its own $RRNX_CACHE: the first run generates, the second reads."""
