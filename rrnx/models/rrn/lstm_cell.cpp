@@ -6,7 +6,8 @@
 // and thread count) and computes the recurrent product W_hh h_{t-1} of its rows (an MKL matmul), then,
 // in ONE pass over its rows of the (bs, 4H) gate block, the four gate nonlinearities, eq. (3)'s cell
 // update, eq. (4)'s output and every factor of the gate gradients that does not depend on the
-// recurrence. The backward step is one pass too, then the step's two matmuls on the same rows. Gate order and parameters are nn.LSTM's (i, f, g, o).
+// recurrence. The backward step is one pass too, then the step's two matmuls on the same rows. Gate
+// order and parameters are nn.LSTM's (i, f, g, o).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
