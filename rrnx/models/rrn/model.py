@@ -350,9 +350,10 @@ class RRN(RRNStates, RatingModel):
 
     def _stationary_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """<u_i, m_j> (+ biases) (+ mean) of eq. (7), (Q,)."""
-        score = (self.user_factors.weight[users] * self.item_factors.weight[items]).sum(-1) + self.mean_offset
+        score = (take_rows(self.user_factors.weight, users) * take_rows(self.item_factors.weight, items)).sum(-1)
+        score = score + self.mean_offset
         if self.hparams.biases:
-            score = score + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
+            score = score + take_rows(self.user_bias.weight, users)[:, 0] + take_rows(self.item_bias.weight, items)[:, 0]
         return score
 
     # ------------------------------------------------------------------ evaluation (states and predict_at: states.py)
@@ -364,7 +365,8 @@ class RRN(RRNStates, RatingModel):
             return self._scores_at(batch["user"], batch["item"], batch["timestamp"])
         user_final, item_final = self._final_states()
         users, items = batch["user"], batch["item"]
-        return self._dynamic_score(user_final[users], item_final[items]) + self._stationary_score(users, items)
+        dynamic = self._dynamic_score(take_rows(user_final, users), take_rows(item_final, items))  # (B,)
+        return dynamic + self._stationary_score(users, items)
 
     # ------------------------------------------------------------------ training (Section 3.4)
     def train_loader(self, data) -> "PhaseBatches":
@@ -516,7 +518,8 @@ class RRN(RRNStates, RatingModel):
             own_bias = self._bias(side)(entities)  # (B, 1)
             if own_bias.requires_grad:
                 own_bias.register_hook(lambda g: g * scale[:, None])
-            pred = pred + own_bias[rating_entity, 0] + self._bias(OTHER_SIDE[side]).weight.detach()[other_idx, 0]
+            other_bias = self._bias(OTHER_SIDE[side]).weight.detach()  # (n_other, 1) frozen
+            pred = pred + take_rows(own_bias, rating_entity)[:, 0] + take_rows(other_bias, other_idx)[:, 0]
             if self.hparams.bias_reg is None:  # per rating, as the factors
                 reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
             else:  # per entity: bias_reg * b^2 whatever its rating count (Koren's baseline predictors)

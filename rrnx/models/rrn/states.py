@@ -54,7 +54,7 @@ class RRNStates:
                 batch = gather(seqs, entities[chunk])
                 hidden, packing = self._hidden(net, seqs, batch)  # (R_b, H) packed time-major
                 rows = ranges(local_start[chunk], lengths[chunk])  # (R_b,) where each local row goes in `after`
-                after.index_copy_(0, rows[packing.unpacked], net.project(hidden))
+                after.index_copy_(0, rows.index_select(0, packing.unpacked), net.project(hidden))
             return after, local_start
 
     def _states_after_all_rows(self, side: str, seqs: SideTensors) -> torch.Tensor:
@@ -119,7 +119,7 @@ class RRNStates:
         self._refuse_later_fed("item", items, timestamps)
         user_table, user_index = self._state_table_at("user", users, timestamps)  # (R_u + K_u, D + k), (Q,)
         item_table, item_index = self._state_table_at("item", items, timestamps)  # (R_i + K_i, D + k), (Q,)
-        user_rows, item_rows = user_table[user_index], item_table[item_index]  # (Q, D + k) each
+        user_rows, item_rows = take_rows(user_table, user_index), take_rows(item_table, item_index)  # (Q, D + k) each
         users, items = users.to(user_rows.device), items.to(user_rows.device)
         if self.hparams.dynamic_bias:
             width = self.user_net.project.out_features
@@ -128,7 +128,7 @@ class RRNStates:
         else:  # one dot over [W u_t + b, u_i] . [W m_t + b, m_j]: eq. (7) in a single pass
             pred = torch.einsum("qd,qd->q", user_rows, item_rows) + self.mean_offset
         if self.hparams.biases:
-            pred = pred + self.user_bias.weight[users, 0] + self.item_bias.weight[items, 0]
+            pred = pred + take_rows(self.user_bias.weight, users)[:, 0] + take_rows(self.item_bias.weight, items)[:, 0]
         return pred
 
     def _state_table_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor):
