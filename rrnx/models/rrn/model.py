@@ -325,7 +325,7 @@ class RRN(RRNStates, RatingModel):
         count = batch.ratings_per_row.float()  # (R,) every active row has >= 1 rating
         value = batch.value  # (N,)
         if self.hparams.step_stats == "residual":
-            entity = take_rows(batch.entities, take_rows(batch.row_entity, batch.rating_row))  # (N,)
+            entity = take_rows(batch.entities, batch.rating_entity)  # (N,)
             other = batch.other  # (N,)
             users, items = (entity, other) if side.side == "user" else (other, entity)
             with torch.no_grad():
@@ -492,7 +492,7 @@ class RRN(RRNStates, RatingModel):
         states, previous = net.dynamic_before(batch, hidden, packing)  # (R + 1, D), (R,)
         own_row = take_rows(previous, batch.rating_row)  # (N,) this side's state before each rating
         other_row = take_index(seqs.other_row, batch.ratings)  # (N,) the other side's, in other_before
-        rating_entity = take_rows(batch.row_entity, batch.rating_row)  # (N,) local entity
+        rating_entity = batch.rating_entity  # (N,) local entity
         per_entity = torch.zeros(len(entities), device=entities.device).index_add_(
             0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
         n = len(batch.ratings) if n_ratings is None else n_ratings

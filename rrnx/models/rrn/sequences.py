@@ -101,6 +101,7 @@ class RowBatch:
     position: torch.Tensor  # (R,) position of the row in its entity's sequence (0 = first active step)
     ratings: torch.Tensor  # (N,) global rating ids
     rating_row: torch.Tensor  # (N,) local row of each rating
+    rating_entity: torch.Tensor  # (N,) local entity of each rating
     bag_offsets: torch.Tensor  # (R,) start of each row's ratings in `ratings` (EmbeddingBag offsets)
     ratings_per_row: torch.Tensor  # (R,)
     other: torch.Tensor  # (N,) int64 other-side index of each rating (side.other, widened once per batch)
@@ -124,8 +125,9 @@ def gather(side: SideTensors, entities: torch.Tensor) -> RowBatch:
     ratings = ranges(r_starts, r_lengths)  # (N,)
     rating_row = torch.repeat_interleave(torch.arange(len(rows), device=device), r_lengths, output_size=len(ratings))
     bag_offsets = torch.cumsum(r_lengths, 0) - r_lengths
-    return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row, bag_offsets, r_lengths,
-                    take_index(side.other, ratings), take_rows(side.value, ratings))
+    return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row,
+                    take_rows(row_entity, rating_row), bag_offsets, r_lengths, take_index(side.other, ratings),
+                    take_rows(side.value, ratings))
 
 
 @dataclass
