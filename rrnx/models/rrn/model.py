@@ -353,7 +353,8 @@ class RRN(RRNStates, RatingModel):
         score = (take_rows(self.user_factors.weight, users) * take_rows(self.item_factors.weight, items)).sum(-1)
         score = score + self.mean_offset
         if self.hparams.biases:
-            score = score + take_rows(self.user_bias.weight, users)[:, 0] + take_rows(self.item_bias.weight, items)[:, 0]
+            user_bias, item_bias = take_rows(self.user_bias.weight, users), take_rows(self.item_bias.weight, items)
+            score = score + user_bias[:, 0] + item_bias[:, 0]
         return score
 
     # ------------------------------------------------------------------ evaluation (states and predict_at: states.py)
