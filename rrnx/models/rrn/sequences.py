@@ -113,15 +113,15 @@ class RowBatch:
 
 
 def gather(side: SideTensors, entities: torch.Tensor) -> RowBatch:
-    starts = side.offsets.index_select(0, entities)  # index_select, not [...]: torch's CPU advanced indexing is
-    lengths = side.offsets.index_select(0, entities + 1) - starts  # (B,) ~6x slower on 1-D gathers (take_rows)
+    starts = take_rows(side.offsets, entities)
+    lengths = take_rows(side.offsets, entities + 1) - starts  # (B,)
     rows = ranges(starts, lengths)  # (R,)
     device = entities.device
     row_entity = torch.repeat_interleave(torch.arange(len(entities), device=device), lengths, output_size=len(rows))
     position = torch.arange(len(rows), device=device) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths,
                                                                                 lengths, output_size=len(rows))
-    r_starts = side.rating_offsets.index_select(0, rows)
-    r_lengths = side.rating_offsets.index_select(0, rows + 1) - r_starts  # (R,)
+    r_starts = take_rows(side.rating_offsets, rows)
+    r_lengths = take_rows(side.rating_offsets, rows + 1) - r_starts  # (R,)
     ratings = ranges(r_starts, r_lengths)  # (N,)
     rating_row = torch.repeat_interleave(torch.arange(len(rows), device=device), r_lengths, output_size=len(ratings))
     bag_offsets = torch.cumsum(r_lengths, 0) - r_lengths
@@ -149,7 +149,7 @@ def pack(batch: RowBatch) -> Packing:
     longest = int(lengths.max())  # one host read per batch (the LSTM's step count), never per step
     alive = torch.bincount(lengths, minlength=longest + 1).flip(0).cumsum(0).flip(0)[1:]  # (T,) len > t
     first_of_step = torch.cumsum(alive, 0) - alive  # (T,)
-    packed_position = first_of_step.index_select(0, batch.position) + rank.index_select(0, batch.row_entity)  # (R,)
+    packed_position = take_rows(first_of_step, batch.position) + take_rows(rank, batch.row_entity)  # (R,)
     unpacked = torch.empty_like(packed_position).index_copy_(
         0, packed_position, torch.arange(len(packed_position), device=packed_position.device))
     return Packing(packed_position, unpacked, alive, order)
@@ -189,9 +189,9 @@ class _TakeRows(torch.autograd.Function):
 
 def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """table[index] along the first dimension. torch's CPU advanced indexing is ~3x slower than
-    index_select on row gathers (80 vs 29 ms for 376k random rows of 20 floats) and its backward is an
-    accumulating scatter; a table with gradients goes through _TakeRows on the CPU and F.embedding
-    (a deterministic backward) on a GPU."""
+    index_select on row gathers (80 vs 29 ms for 376k random rows of 20 floats), more on 1-D ones (the
+    CSR offsets: scripts/profile_recipe.py), and its backward is an accumulating scatter; a table with
+    gradients goes through _TakeRows on the CPU and F.embedding (a deterministic backward) on a GPU."""
     if table.requires_grad and table.dim() == 2 and torch.is_grad_enabled():
         if table.is_cuda:
             return torch.nn.functional.embedding(index, table)
@@ -283,9 +283,8 @@ def row_budget_batches(lengths: torch.Tensor, max_rows: int, ratings: torch.Tens
 
 def entity_ratings(side: SideTensors, entities: torch.Tensor) -> torch.Tensor:
     """Training ratings of each of `entities`, (B,) int64."""
-    offsets = side.rating_offsets
-    return offsets.index_select(0, side.offsets.index_select(0, entities + 1)) - offsets.index_select(
-        0, side.offsets.index_select(0, entities))
+    first, end = take_rows(side.offsets, entities), take_rows(side.offsets, entities + 1)  # (B,) row ranges
+    return take_rows(side.rating_offsets, end) - take_rows(side.rating_offsets, first)
 
 
 def rating_bounded_parts(side: SideTensors, entities: torch.Tensor, max_ratings: int | None) -> list:
