@@ -34,9 +34,9 @@ class PackedLSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, w_hh: torch.Tensor,
-                sizes: list) -> torch.Tensor:
+                sizes: list, track: bool = True) -> torch.Tensor:
         n_rows, hidden = x.shape[0], w_hh.shape[1]
-        grad = any(ctx.needs_input_grad[:4])
+        grad = track and any(ctx.needs_input_grad[:4])  # see packed_lstm's `track`
         # (R, 4H): eqs. (1)-(2)'s input part for all steps at once; becomes the activated i, f, o, g in place
         gates = torch.addmm(bias, x, w_ih.t())
         like = {"dtype": x.dtype, "device": x.device}
@@ -104,7 +104,7 @@ class PackedLSTMFunction(torch.autograd.Function):
             if t > 0:
                 torch.mul(dc, gates[rows, hidden: 2 * hidden], out=dc_next[:size])
                 torch.mm(dg, w_hh, out=dh_next[:size])
-        return (*_weight_gradients(ctx, d_gates, x, w_ih, states, sizes), None)
+        return (*_weight_gradients(ctx, d_gates, x, w_ih, states, sizes), None, None)
 
 
 def _gate_order(hidden: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +123,8 @@ class FusedPackedLSTMFunction(torch.autograd.Function):
     x (R, E), w_ih (4H, E), bias (4H,) (b_ih + b_hh), w_hh (4H, H), batch_sizes (T,) CPU int64."""
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, batch_sizes, cell):
-        grad = any(ctx.needs_input_grad[:4])
+    def forward(ctx, x, w_ih, bias, w_hh, batch_sizes, cell, track=True):
+        grad = track and any(ctx.needs_input_grad[:4])  # see packed_lstm's `track`
         states, factors, forget, dc_factor = cell.forward(x.contiguous(), w_ih, bias, w_hh, batch_sizes, grad)
         ctx.cell = cell
         if grad:
@@ -138,7 +138,7 @@ class FusedPackedLSTMFunction(torch.autograd.Function):
         # (R, 4H), (4H, H), (4H,): the cell sums d W_hh step by step and d bias in its row passes
         d_gates, d_w_hh, d_bias = ctx.cell.backward(d_states, factors, forget, dc_factor, w_hh, states, batch_sizes)
         d_x, d_w_ih = _input_gradients(ctx, d_gates, x, w_ih)
-        return d_x, d_w_ih, d_bias if ctx.needs_input_grad[2] else None, d_w_hh, None, None
+        return d_x, d_w_ih, d_bias if ctx.needs_input_grad[2] else None, d_w_hh, None, None, None
 
 
 def _weight_gradients(ctx, d_gates, x, w_ih, states, sizes):
@@ -195,16 +195,19 @@ def packed_lstm(lstm: nn.LSTM, data: torch.Tensor, batch_sizes: torch.Tensor, ke
         return lstm(packed)[0].data
     sizes = batch_sizes.cpu()
     out = data
+    # needs_input_grad is True for the weights (parameters) even under no_grad: without `track` the no-grad
+    # passes (state caches, evaluation) computed and stored the backward's factors for nothing
+    track = torch.is_grad_enabled()
     if kernel == "fused":
         for layer in range(lstm.num_layers):
             w_ih, w_hh, bias = _layer_weights(lstm, layer)
-            out = FusedPackedLSTMFunction.apply(out, w_ih, bias, w_hh, sizes, cell)
+            out = FusedPackedLSTMFunction.apply(out, w_ih, bias, w_hh, sizes, cell, track)
         return out
     order, scale = _gate_order(lstm.hidden_size, data.device)
     for layer in range(lstm.num_layers):
         w_ih, w_hh, bias = _layer_weights(lstm, layer)
         out = PackedLSTMFunction.apply(out, w_ih[order] * scale, bias[order] * scale[:, 0], w_hh[order] * scale,
-                                       sizes.tolist())
+                                       sizes.tolist(), track)
     return out
 
 

@@ -59,7 +59,7 @@ template <typename T, bool FIRST, bool GRAD>
 void forward_rows(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t begin,
                   int64_t end, int64_t H) {
   for (int64_t r = begin; r < end; ++r) {
-    T* g = gates + r * 4 * H;
+    T* g = gates + (r - begin) * 4 * H;  // gates: the block of row `begin`
     const T* cp = FIRST ? nullptr : c_prev + r * H;
     T* cr = c + r * H;
     T* hr = h + r * H;
@@ -90,13 +90,34 @@ void forward_rows(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forge
 // rrnx's thread policy, each region wakes sleeping threads), and the rows the matmul wrote are still in
 // this core's cache when the cell reads them. w_t: W_hh^T (H, 4H), detached (worker threads keep
 // autograd's default grad mode); h_prev: the (size, H) states of step t - 1's first rows (FIRST: none).
+// W_ih x of the n rows of x (R, E) from `row`, into g (n, 4H), with the bits the same rows of one (R, 4H)
+// product have: MKL's sgemm gives a row the same bits whatever the number of rows M except below 4 rows
+// (measured with torch 2.13 on AVX-512: rows 1-3 take another kernel), so a smaller block is cut from a
+// product over 4 rows around it (over all of x when it has fewer).
+void input_part(torch::Tensor g, const torch::Tensor& x, int64_t row, int64_t n, const torch::Tensor& w_it) {
+  constexpr int64_t kSameBitsRows = 4;
+  if (n >= kSameBitsRows) {
+    at::mm_out(g, x.narrow(0, row, n), w_it);
+    return;
+  }
+  const int64_t m = std::min<int64_t>(kSameBitsRows, x.size(0)), start = std::min(row, x.size(0) - m);
+  g.copy_(at::mm(x.narrow(0, start, m), w_it).narrow(0, row - start, n));
+}
+
+// Without GRAD (the no-grad passes: state caches, evaluation) nothing keeps the gate block, so `gates` is a
+// scratch block (first, 4H) reused by every step, and each thread first writes the input part W_ih x_t of
+// its rows there (x: all rows, detached; offset: the step's first row; w_it: W_ih^T (E, 4H)): no (R, 4H)
+// block is written to memory and read back (at 200k rows a fresh one is 128 MB, and its first touch, page
+// faults included, cost about as much as the product; the user-state cache of the bench took 1.6x as long).
 template <typename T, bool FIRST, bool GRAD>
-void forward_step(const torch::Tensor& gates, const torch::Tensor& h_prev, const torch::Tensor& w_t, const T* bias,
-                  const T* c_prev, T* c, T* h, T* forget, T* dc_factor, int64_t size, int64_t H) {
-  T* g = gates.data_ptr<T>();
+void forward_step(const torch::Tensor& gates, const torch::Tensor& x, int64_t offset, const torch::Tensor& w_it,
+                  const torch::Tensor& h_prev, const torch::Tensor& w_t, const T* bias, const T* c_prev, T* c, T* h,
+                  T* forget, T* dc_factor, int64_t size, int64_t H) {
   at::parallel_for(0, size, kGrainRows, [&](int64_t begin, int64_t end) {
-    if (!FIRST) gates.narrow(0, begin, end - begin).addmm_(h_prev.narrow(0, begin, end - begin), w_t);
-    forward_rows<T, FIRST, GRAD>(g, bias, c_prev, c, h, forget, dc_factor, begin, end, H);
+    auto g = gates.narrow(0, begin, end - begin);
+    if (!GRAD) input_part(g, x, offset + begin, end - begin, w_it);
+    if (!FIRST) g.addmm_(h_prev.narrow(0, begin, end - begin), w_t);
+    forward_rows<T, FIRST, GRAD>(g.data_ptr<T>(), bias, c_prev, c, h, forget, dc_factor, begin, end, H);
   });
 }
 
@@ -141,7 +162,10 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
   TORCH_CHECK(x.device().is_cpu(), "the fused LSTM cell runs on the CPU");
   const auto sizes = step_sizes(batch_sizes);
   const int64_t n_rows = x.size(0), H = w_hh.size(1), first = sizes.empty() ? 0 : sizes[0];
-  auto gates = at::mm(x, w_ih.t()).contiguous();  // (R, 4H): eqs. (1)-(2)'s input part, all steps (bias: below)
+  // (R, 4H): eqs. (1)-(2)'s input part, all steps (bias: below); without grad a (first, 4H) scratch block
+  auto gates = grad ? at::mm(x, w_ih.t()).contiguous() : torch::empty({first, 4 * H}, x.options());
+  auto x_in = x.detach();  // detached, as w_it and w_t: the worker threads' matmuls read them
+  auto w_it = w_ih.detach().t();  // (E, 4H)
   auto b = bias.contiguous();
   auto states = torch::empty({n_rows, H}, x.options());
   auto forget = grad ? torch::empty({n_rows, H}, x.options()) : torch::empty({0}, x.options());
@@ -153,7 +177,7 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
     int64_t offset = 0, previous = 0;
     for (size_t t = 0; t < sizes.size(); ++t) {
       const int64_t size = sizes[t];
-      auto g = gates.narrow(0, offset, size);  // + W_hh h_{t-1} (h_0 = 0), in forward_step
+      auto g = gates.narrow(0, grad ? offset : 0, size);  // + W_hh h_{t-1} (h_0 = 0), in forward_step
       auto h_prev = states.narrow(0, previous, size);
       scalar_t* c = cells[t % 2].data_ptr<scalar_t>();
       const scalar_t* c_prev = cells[(t + 1) % 2].data_ptr<scalar_t>();
@@ -161,15 +185,14 @@ std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& 
       scalar_t* fp = grad ? forget.data_ptr<scalar_t>() + offset * H : nullptr;
       scalar_t* dp = grad ? dc_factor.data_ptr<scalar_t>() + offset * H : nullptr;
       const scalar_t* bp = b.data_ptr<scalar_t>();
-      if (t == 0 && grad) forward_step<scalar_t, true, true>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
-      else if (t == 0) forward_step<scalar_t, true, false>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
-      else if (grad) forward_step<scalar_t, false, true>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
-      else forward_step<scalar_t, false, false>(g, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
+      auto step = t == 0 ? (grad ? forward_step<scalar_t, true, true> : forward_step<scalar_t, true, false>)
+                         : (grad ? forward_step<scalar_t, false, true> : forward_step<scalar_t, false, false>);
+      step(g, x_in, offset, w_it, h_prev, w_t, bp, c_prev, c, h, fp, dp, size, H);
       previous = offset;
       offset += size;
     }
   });
-  return {states, gates, forget, dc_factor};
+  return {states, grad ? gates : torch::empty({0}, x.options()), forget, dc_factor};
 }
 
 // dL/d(gate pre-activations) (R, 4H) from dL/dh_t of every row, by backpropagation through time, and
