@@ -1,0 +1,52 @@
+"""Time RRN's user-state cache, the no-grad LSTM pass over every user step that opens each item phase
+(docs/benchmarks.md, "The no-grad passes"):
+
+    python scripts/state_cache.py [--threads 1] [--repeats 2] [--profile]
+
+On the bench's netflix-6m data (1-day user steps, from rrnx's cache as `rrnx bench`; the first run prepares
+it) with a fresh RRN of the bench's sizes; it prints the seconds of each pass and, with --profile, torch's
+self time per op of one more. Under an older commit: `cd /tmp/rrnx-bench-SHA && ./venv/bin/python
+/work/main/scripts/state_cache.py` (scripts/bench_at.sh makes that folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI (rrnx/threads.py), before torch loads
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from rrnx.bench import prepare  # noqa: E402
+from rrnx.data.cache import default_cache_dir  # noqa: E402
+from rrnx.models.rrn.model import RRN  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data, _ = prepare("netflix-6m", "1d", "7d", 0, lambda *_: None, default_cache_dir())
+    model = RRN(data.n_users, data.n_items, pretrain_epochs=0)
+    model.set_data_stats(data.rating_range, data.rating_mean)
+    model.attach(data)
+    users = model._sides["user"]
+    print(f"user-state cache: {users.n_active:,} user steps, {args.threads} thread(s)")
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        model._states_after_all_rows("user", users)
+        print(f"  {time.perf_counter() - start:.2f} s")
+    if args.profile:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model._states_after_all_rows("user", users)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
