@@ -1,11 +1,12 @@
 """Time RRN's user-state cache, the no-grad LSTM pass over every user step that opens each item phase
 (docs/benchmarks.md, "The no-grad passes"):
 
-    python scripts/state_cache.py [--threads 1] [--repeats 2] [--profile]
+    python scripts/state_cache.py [--threads 1] [--repeats 2] [--as-training] [--profile]
 
 On the bench's netflix-6m data (1-day user steps, from rrnx's cache as `rrnx bench`; the first run prepares
 it) with a fresh RRN of the bench's sizes; it prints the seconds of each pass and, with --profile, torch's
-self time per op of one more. Under an older commit: `cd /tmp/rrnx-bench-SHA && ./venv/bin/python
+self time per op of one more. By default the process allocates as `rrnx test`, `predict` and `report` do;
+--as-training keeps freed memory in the heap first, as training does (rrnx.training.keep_freed_memory). Under an older commit: `cd /tmp/rrnx-bench-SHA && ./venv/bin/python
 /work/main/scripts/state_cache.py` (scripts/bench_at.sh makes that folder).
 """
 
@@ -23,21 +24,26 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from rrnx.bench import prepare  # noqa: E402
 from rrnx.data.cache import default_cache_dir  # noqa: E402
 from rrnx.models.rrn.model import RRN  # noqa: E402
+from rrnx.training import keep_freed_memory  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--as-training", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.as_training:
+        keep_freed_memory()
     data, _ = prepare("netflix-6m", "1d", "7d", 0, lambda *_: None, default_cache_dir())
     model = RRN(data.n_users, data.n_items, pretrain_epochs=0)
     model.set_data_stats(data.rating_range, data.rating_mean)
     model.attach(data)
     users = model._sides["user"]
-    print(f"user-state cache: {users.n_active:,} user steps, {args.threads} thread(s)")
+    print(f"user-state cache: {users.n_active:,} user steps, {args.threads} thread(s)"
+          + (", freed memory kept" if args.as_training else ""))
     for _ in range(args.repeats):
         start = time.perf_counter()
         model._states_after_all_rows("user", users)
