@@ -59,6 +59,49 @@ def test_fused_cell_without_gradients_gives_the_same_states():
 
 
 @needs_compiler
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_no_grad_passes_skip_the_factors_and_keep_the_training_states(n_threads, monkeypatch):
+    """Under no_grad (state caches, evaluation) the cell runs without the backward's factors and writes
+    each step's input product to a scratch block, thread by thread, blocks of 1-3 rows included (steps of
+    600 rows split across threads; the last steps hold 3 and 1): the states are the training forward's,
+    bit for bit."""
+    cell = fused.fused_cell(required=True)
+    calls = []
+
+    class Spy:  # the compiled cell, recording whether each forward computed the factors
+        def forward(self, *args):
+            calls.append(args[-1])
+            return cell.forward(*args)
+
+        def __getattr__(self, name):
+            return getattr(cell, name)
+
+    monkeypatch.setattr("rrnx.models.rrn.lstm.resolve_kernel", lambda kernel, device: ("fused", Spy()))
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(40, 40)
+    sizes = torch.tensor([600, 600, 520, 300, 3, 1])
+    x = torch.randn(int(sizes.sum()), 40)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(n_threads)
+        trained = packed_lstm(lstm, x, sizes, "fused")
+        with torch.no_grad():
+            cached = packed_lstm(lstm, x, sizes, "fused")
+        states, factors, forget, dc_factor = cell.forward(x, *fused_weights(lstm), sizes, False)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [True, False]
+    assert torch.equal(trained.detach(), cached) and torch.equal(states, cached)
+    assert factors.numel() == forget.numel() == dc_factor.numel() == 0
+
+
+def fused_weights(lstm: torch.nn.LSTM) -> tuple:
+    """w_ih, bias (b_ih + b_hh), w_hh of layer 0, detached, as the fused cell takes them."""
+    with torch.no_grad():
+        return lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0, lstm.weight_hh_l0
+
+
+@needs_compiler
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_fused_cell_splits_steps_across_threads_as_nn_lstm(n_threads):
     """Steps of several hundred rows: each thread takes a range of a step's rows and does its recurrent
