@@ -84,12 +84,6 @@ void forward_rows(T* gates, const T* bias, const T* c_prev, T* c, T* h, T* forge
   }
 }
 
-// One forward step: each thread takes one range of the step's rows and does all of the step's work on
-// them, the recurrent product W_hh h_{t-1} of its rows (one single-threaded MKL call inside the parallel
-// region) and then the cell, so a step opens one parallel region, not two (with OMP_WAIT_POLICY=PASSIVE,
-// rrnx's thread policy, each region wakes sleeping threads), and the rows the matmul wrote are still in
-// this core's cache when the cell reads them. w_t: W_hh^T (H, 4H), detached (worker threads keep
-// autograd's default grad mode); h_prev: the (size, H) states of step t - 1's first rows (FIRST: none).
 // W_ih x of the n rows of x (R, E) from `row`, into g (n, 4H), with the bits the same rows of one (R, 4H)
 // product have: MKL's sgemm gives a row the same bits whatever the number of rows M except below 4 rows
 // (measured with torch 2.13 on AVX-512: rows 1-3 take another kernel), so a smaller block is cut from a
@@ -104,11 +98,19 @@ void input_part(torch::Tensor g, const torch::Tensor& x, int64_t row, int64_t n,
   g.copy_(at::mm(x.narrow(0, start, m), w_it).narrow(0, row - start, n));
 }
 
+// One forward step: each thread takes one range of the step's rows and does all of the step's work on
+// them, the recurrent product W_hh h_{t-1} of its rows (one single-threaded MKL call inside the parallel
+// region) and then the cell, so a step opens one parallel region, not two (with OMP_WAIT_POLICY=PASSIVE,
+// rrnx's thread policy, each region wakes sleeping threads), and the rows the matmul wrote are still in
+// this core's cache when the cell reads them. w_t: W_hh^T (H, 4H), detached (worker threads keep
+// autograd's default grad mode); h_prev: the (size, H) states of step t - 1's first rows (FIRST: none).
 // Without GRAD (the no-grad passes: state caches, evaluation) nothing keeps the gate block, so `gates` is a
 // scratch block (first, 4H) reused by every step, and each thread first writes the input part W_ih x_t of
 // its rows there (x: all rows, detached; offset: the step's first row; w_it: W_ih^T (E, 4H)): no (R, 4H)
-// block is written to memory and read back (at 200k rows a fresh one is 128 MB, and its first touch, page
-// faults included, cost about as much as the product; the user-state cache of the bench took 1.6x as long).
+// block is written to memory and read back. At 200k rows a fresh one is 128 MB, and where freed memory
+// goes back to the system its pages fault on first touch: over the bench's user steps the pass that wrote
+// it took 1.58x as long as this one there, 1.22x in training, which keeps freed memory (docs/benchmarks.md,
+// "The no-grad passes").
 template <typename T, bool FIRST, bool GRAD>
 void forward_step(const torch::Tensor& gates, const torch::Tensor& x, int64_t offset, const torch::Tensor& w_it,
                   const torch::Tensor& h_prev, const torch::Tensor& w_t, const T* bias, const T* c_prev, T* c, T* h,
