@@ -32,16 +32,7 @@ import rrnx.bench as bench  # noqa: E402
 from rrnx.commands.bench import recipe_settings  # noqa: E402
 from rrnx.data.cache import default_cache_dir  # noqa: E402
 from rrnx.models.rrn.model import RRN  # noqa: E402
-
-
-def best_ms(work, repeats: int) -> float:
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+from row_kernels import best_ms  # noqa: E402 (scripts/row_kernels.py: this script's folder is on sys.path)
 
 
 def gather_reference() -> None:

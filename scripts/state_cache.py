@@ -2,6 +2,11 @@
 (docs/benchmarks.md, "The no-grad passes"):
 
     python scripts/state_cache.py [--threads 1] [--repeats 2] [--as-training] [--profile]
+    python scripts/state_cache.py --sgemm-rows
+
+--sgemm-rows checks instead what lstm_cell.cpp's `input_part` relies on: for a few E/H shapes, the row
+counts M up to 3,000 at which a (M, E) x (E, 4H) product does not give its rows the bits the same rows
+have in one product over all rows (this machine's BLAS, one thread).
 
 On the bench's netflix-6m data (1-day user steps, from rrnx's cache as `rrnx bench`; the first run prepares
 it) with a fresh RRN of the bench's sizes; it prints the seconds of each pass and, with --profile, torch's
@@ -28,13 +33,26 @@ from rrnx.models.rrn.model import RRN  # noqa: E402
 from rrnx.training import keep_freed_memory  # noqa: E402
 
 
+def sgemm_rows(max_rows: int = 3000) -> None:
+    torch.set_num_threads(1)
+    for embed, hidden in ((40, 40), (20, 20), (40, 20), (10, 10)):
+        generator = torch.Generator().manual_seed(0)
+        x, w = torch.randn(6000, embed, generator=generator), torch.randn(4 * hidden, embed, generator=generator)
+        full = torch.mm(x, w.t())
+        other = [m for m in range(1, max_rows + 1) if not torch.equal(torch.mm(x[5:5 + m], w.t()), full[5:5 + m])]
+        print(f"E {embed}, H {hidden}: rows whose product has other bits: {other or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--as-training", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sgemm-rows", action="store_true")
     args = parser.parse_args()
+    if args.sgemm_rows:
+        return sgemm_rows()
     torch.set_num_threads(args.threads)
     if args.as_training:
         keep_freed_memory()
