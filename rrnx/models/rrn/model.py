@@ -25,10 +25,12 @@ from torch import nn
 from rrnx.distributed import all_reduce_sum_, broadcast_from_rank0_
 from rrnx.errors import RrnxError
 from rrnx.models.base import TRAIN_LOSS, RatingModel
+from rrnx.models.rrn.base_model import base_scores, build_base, side_base, train_base
 from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm, resolve_kernel
 from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, Packing, PairDots, RatingBag, RowBatch, SideTensors,
                                        entity_ratings, gather, length_sorted_batches, pack, permute_rows,
-                                       rating_bounded_parts, take_index, take_rows, training_sides)
+                                       rating_bounded_parts, ratings_frame_arrays, take_index, take_rows,
+                                       training_sides)
 from rrnx.models.rrn.states import RRNStates
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
@@ -165,6 +167,11 @@ class RRN(RRNStates, RatingModel):
             neither, "user" or "item" on that side only. A network that reads the absolute time can fit
             time patterns of the training period that do not carry over to the test period, which lies
             after every training time (docs/rrn.md measures it); the step's newbie flag stays.
+        base: beyond the paper, off by default: another registered model trained first, alone, and then
+            frozen, its prediction added to eq. (7) (base_model.py): a mapping of its name and settings,
+            e.g. {name: timesvdpp, dim: 40, ...}; RRN's stationary part and networks then fit its
+            residuals. Needs `biases` (the stationary pre-train is biased MF on the residuals).
+        base_epochs: epochs of the base's training; its best validation epoch is kept.
         lstm_kernel: how the LSTMs run, same values and gradients (docs/rrn.md): "auto" (the fused C++
             cell on the CPU, built at first use, or the pure-torch one with a warning where it cannot be
             built; cuDNN's packed LSTM on CUDA), "fused" (also eq. (5)'s rating-embedding gradient in C++),
@@ -205,7 +212,8 @@ class RRN(RRNStates, RatingModel):
                  dynamic_bias: bool = False,
                  pretrain_patience: int = 0, rating_embedding: bool = True, stationary_epoch: bool = False,
                  forget_bias: float = 0.0, bias_reg: float | None = None, lstm_kernel: str = "auto",
-                 wallclock: bool | Literal["user", "item"] = True):
+                 wallclock: bool | Literal["user", "item"] = True, base: dict | None = None,
+                 base_epochs: int = 10):
         super().__init__()
         if rating_input not in RATING_INPUTS:
             raise ValueError(f"rating_input must be one of {', '.join(RATING_INPUTS)}, got {rating_input!r}")
@@ -217,8 +225,12 @@ class RRN(RRNStates, RatingModel):
             raise ValueError(f"wallclock must be true, false, user or item; got {wallclock!r}")
         if lstm_kernel not in LSTM_KERNELS:
             raise ValueError(f"lstm_kernel must be one of {', '.join(LSTM_KERNELS)}, got {lstm_kernel!r}")
+        if base is not None and not biases:
+            raise ValueError("base needs biases: true (the stationary part's pre-train is then biased MF on "
+                             "the base's residuals)")
         self.save_hyperparameters()
         self.automatic_optimization = False
+        self.base_model = build_base(base, n_users, n_items)  # None: eq. (7) alone
         def network(n_other: int, side: str) -> SideNetwork:
             clock = wallclock is True or wallclock == side  # eq. (5)'s tau_t, tau_{t-1} on this side
             return SideNetwork(n_other, embed_dim, hidden, layers, dynamic_dim, 2 if step_stats else 0,
@@ -244,17 +256,21 @@ class RRN(RRNStates, RatingModel):
         self._advanced: dict | None = None  # set by advance(): extended sequences and final states
         self._phase_seconds = {side: 0.0 for side in SIDES}
         self._pmf = None  # a trained PMF to pre-train from (use_pmf)
+        self._base_values: dict = {}  # side -> (base weights' version, the base's prediction of each rating)
 
     # ------------------------------------------------------------------ data and parameters
     def set_data_stats(self, rating_range, rating_mean) -> None:
         super().set_data_stats(rating_range, rating_mean)
+        if self.base_model is not None:
+            self.base_model.set_data_stats(rating_range, rating_mean)
+        carried = 0.0 if self.base_model is not None else rating_mean  # a base's prediction carries the mean
         with torch.no_grad():
             if self.hparams.step_stats:
                 self.train_mean.fill_(rating_mean)
             if self.hparams.global_mean:
-                self.mean_offset.fill_(rating_mean)
+                self.mean_offset.fill_(carried)
             else:  # eq. (7) as written: the mean lives in <b_user, b_movie>
-                level = (max(rating_mean, 0.0) / self.hparams.dynamic_dim) ** 0.5
+                level = (max(carried, 0.0) / self.hparams.dynamic_dim) ** 0.5
                 self.user_net.project.bias[:self.hparams.dynamic_dim].fill_(level)
                 self.item_net.project.bias[:self.hparams.dynamic_dim].fill_(level)
 
@@ -267,6 +283,9 @@ class RRN(RRNStates, RatingModel):
                             f"trained on {self.hparams.n_users:,} and {self.hparams.n_items:,}")
         self._data = data
         self._sides = {side: seqs.to(self.mean_offset.device) for side, seqs in training_sides(data).items()}
+        self._base_values = {}
+        if self.base_model is not None:
+            self.base_model.attach(data)
         from rrnx.data.split import to_timestamp
         self._test_start = to_timestamp(data.hparams.test_start, "test_start")
         self._clear_states()
@@ -278,7 +297,7 @@ class RRN(RRNStates, RatingModel):
         device = self.mean_offset.device
         if self._sides and self._sides["user"].offsets.device != device:
             self._sides = {side: seqs.to(device) for side, seqs in self._sides.items()}
-            self._state_cache = {}
+            self._state_cache, self._base_values = {}, {}
             if self._advanced is not None:
                 self._advanced = {**self._advanced, "seqs": {s: q.to(device) for s, q in self._advanced["seqs"].items()},
                                   "final": {s: f.to(device) for s, f in self._advanced["final"].items()}}
@@ -306,6 +325,20 @@ class RRN(RRNStates, RatingModel):
     def _stationary_params(self, side: str) -> list:
         return [p for m in (self._factors(side), self._bias(side)) if m is not None for p in m.parameters()]
 
+    def _rating_base(self, seqs: SideTensors) -> torch.Tensor | None:
+        """The base model's prediction of every rating of `seqs` in its rating order, (N,); None without a base.
+        Computed once per side of the training data and kept while the base's weights stay as they are."""
+        if self.base_model is None:
+            return None
+        if seqs.base is not None:  # sequences extended by advance() carry their own
+            return seqs.base
+        version = tuple((t.data_ptr(), t._version) for t in self.base_model.state_dict().values())
+        kept = self._base_values.get(seqs.side)
+        if kept is None or kept[0] != version:
+            user, item, _, timestamp = ratings_frame_arrays(self._attached().split.train)
+            kept = self._base_values[seqs.side] = (version, side_base(self.base_model, seqs, user, item, timestamp))
+        return kept[1]
+
     def _input_weights(self, batch: RowBatch) -> torch.Tensor:
         """x_t's nonzero values for EmbeddingBag's per_sample_weights, (N,)."""
         weights = batch.value  # (N,)
@@ -330,6 +363,9 @@ class RRN(RRNStates, RatingModel):
             users, items = (entity, other) if side.side == "user" else (other, entity)
             with torch.no_grad():
                 value = value - self._stationary_score(users, items)  # (N,) departure from the static part
+                base = self._rating_base(side)
+                if base is not None:  # ... and from the base under it
+                    value = value - take_rows(base, batch.ratings)
             total = torch.zeros(len(count), device=count.device).index_add_(0, batch.rating_row, value)
             mean = total / count / ((self.rating_range[1] - self.rating_range[0]) / 4).clamp(min=1e-6)
         else:
@@ -367,7 +403,12 @@ class RRN(RRNStates, RatingModel):
         user_final, item_final = self._final_states()
         users, items = batch["user"], batch["item"]
         dynamic = self._dynamic_score(take_rows(user_final, users), take_rows(item_final, items))  # (B,)
-        return dynamic + self._stationary_score(users, items)
+        pred = dynamic + self._stationary_score(users, items)
+        if self.base_model is not None:
+            if "timestamp" not in batch:
+                raise RrnxError("an RRN on a base model predicts at a time: the batch needs its `timestamp`s")
+            pred = pred + base_scores(self.base_model, users, items, batch["timestamp"]).to(pred.device)
+        return pred
 
     # ------------------------------------------------------------------ training (Section 3.4)
     def train_loader(self, data) -> "PhaseBatches":
@@ -388,6 +429,8 @@ class RRN(RRNStates, RatingModel):
         if not bool(self.stationary_ready):
             from rrnx.models.rrn.pretrain import pretrain_stationary
             start = time.perf_counter()
+            if self.base_model is not None:  # the base first, alone; then the stationary part on its residuals
+                self.base_val_rmse = train_base(self.base_model, self._attached(), self.hparams.base_epochs)
             pretrain_stationary(self, self._attached(), self._pmf)
             broadcast_from_rank0_(list(self.parameters()))  # under DDP every rank pre-trained alike; this makes sure
             self.stationary_ready.fill_(True)
@@ -513,6 +556,9 @@ class RRN(RRNStates, RatingModel):
                                           else (other_dynamic, own_dynamic))
             stationary = (take_rows(own, rating_entity) * take_rows(other_factors, other_idx)).sum(-1)  # (N,)
             pred = self._dynamic_score(user_dynamic, item_dynamic) + stationary + self.mean_offset  # (N,)
+        base = self._rating_base(seqs)
+        if base is not None:
+            pred = pred + take_rows(base, batch.ratings)  # (N,) the frozen base under eq. (7)
         reg = (per_entity * own.pow(2).sum(-1)).sum()  # per rating, as PMF
         per_entity_reg = 0.0
         if self.hparams.biases:
@@ -547,6 +593,11 @@ class RRN(RRNStates, RatingModel):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._clear_states()  # (the runner restores the RNG states: rrnx.training.RngState)
+        if self.base_model is not None and hasattr(self.base_model, "on_load_checkpoint"):  # data-sized tables
+            prefix = "base_model."
+            self.base_model.on_load_checkpoint({"state_dict": {k[len(prefix):]: v for k, v in
+                                                               checkpoint["state_dict"].items() if k.startswith(prefix)}})
+            self.base_model.requires_grad_(False)
 
 
 class PhaseBatches:

@@ -14,6 +14,7 @@ import torch
 
 from rrnx.distributed import all_reduce_sparse_, process_group_share
 from rrnx.errors import RrnxError
+from rrnx.models.rrn.base_model import base_scores
 from rrnx.models.pmf import PMF
 
 
@@ -59,7 +60,7 @@ def train_pmf(data, dim: int, reg: float, lr: float, init_std: float, epochs: in
 def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int = 0,
                  bias_reg: float | None = None) -> None:
     """Biased MF on RRN's own stationary part, in place: mean + b_u + b_j + <u_i, m_j> (Koren,
-    Bell & Volinsky 2009), SparseAdam on rating triples with PMF's per-rating L2 `reg` (and, with
+    Bell & Volinsky 2009; with a base model, base + b_u + b_j + <u_i, m_j>), SparseAdam on rating triples with PMF's per-rating L2 `reg` (and, with
     `bias_reg`, bias_reg * b^2 per entity: each rating carries bias_reg / its entity's count)."""
     params = model._stationary_params("user") + model._stationary_params("item")
     optimizer = torch.optim.SparseAdam(params, lr=lr)
@@ -74,11 +75,16 @@ def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int 
         item_count = torch.bincount(torch.as_tensor(train["item_idx"].to_numpy(), device=device),
                                     minlength=data.n_items).clamp(min=1)
 
+    def base(batch):  # the frozen base model's prediction (RRN(base=...)), else 0
+        if model.base_model is None:
+            return 0.0
+        return base_scores(model.base_model, batch["user"], batch["item"], batch["timestamp"])
+
     def loss(batch):
         users, items = batch["user"], batch["item"]
         u, m = model.user_factors(users), model.item_factors(items)  # (B, k) sparse gradients
         bu, bi = model.user_bias(users)[:, 0], model.item_bias(items)[:, 0]  # (B,)
-        pred = (u * m).sum(-1) + bu + bi + offset
+        pred = (u * m).sum(-1) + bu + bi + offset + base(batch)
         penalty = reg * ((u ** 2).sum(-1) + (m ** 2).sum(-1))
         if bias_reg is None:
             penalty = penalty + reg * (bu ** 2 + bi ** 2)
@@ -87,7 +93,7 @@ def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int 
         return ((pred - batch["rating"]) ** 2).mean() + penalty.mean()
 
     def predict(batch):
-        return model._stationary_score(batch["user"], batch["item"]) + initial[0]
+        return model._stationary_score(batch["user"], batch["item"]) + initial[0] + base(batch)
 
     fit_epochs(params, loss, predict, optimizer, data, epochs, patience, model.rating_range)
 

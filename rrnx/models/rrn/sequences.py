@@ -37,6 +37,7 @@ class SideTensors:
     other: torch.Tensor  # (n_ratings,) int32 (int64 past 2^31) other-side index of each rating: take_index
     value: torch.Tensor  # (n_ratings,) float32 rating
     other_row: torch.Tensor | None = None  # (n_ratings,) int32 or int64 row on the OTHER side holding this rating
+    base: torch.Tensor | None = None  # (n_ratings,) float32 a base model's prediction of each rating (advance())
 
     @property
     def n_entities(self) -> int:

@@ -9,12 +9,15 @@ each training row, the final states) and `_advanced` (what advance() fed).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
 
 from rrnx.distributed import all_gather_rows, process_group_share
 from rrnx.errors import RrnxError
+from rrnx.models.rrn.base_model import base_scores, side_base
 from rrnx.models.rrn.sequences import (SideTensors, entity_ratings, extended_side, gather, ratings_frame_arrays,
                                        row_budget_batches, take_rows)
 from rrnx.models.sparse import ranges
@@ -129,6 +132,8 @@ class RRNStates:
             pred = torch.einsum("qd,qd->q", user_rows, item_rows) + self.mean_offset
         if self.hparams.biases:
             pred = pred + take_rows(self.user_bias.weight, users)[:, 0] + take_rows(self.item_bias.weight, items)[:, 0]
+        if self.base_model is not None:
+            pred = pred + base_scores(self.base_model, users.cpu(), items.cpu(), timestamps).to(pred.device)
         return pred
 
     def _state_table_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor):
@@ -180,6 +185,9 @@ class RRNStates:
         for side, column in (("user", "user_idx"), ("item", "item_idx")):
             n = self.hparams.n_users if side == "user" else self.hparams.n_items
             seqs[side] = extended_side(self._sides[side], *arrays, n_entities=n).to(self.mean_offset.device)
+            if self.base_model is not None:  # the base's prediction of every training and fed rating
+                user, item, _, timestamp = arrays
+                seqs[side] = replace(seqs[side], base=side_base(self.base_model, seqs[side], user, item, timestamp))
             touched = torch.as_tensor(np.unique(ratings[column].to_numpy(np.int64)), device=finals[side].device)
             if len(touched):
                 after, local_start = self._states_after_rows(side, seqs[side], touched)
