@@ -20,7 +20,9 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086]
 PAIRS = [("ml-rrn", "ml-timesvdpp"), ("ml-rrn", "ml-rrn-stationary"), ("ml-rrn", "ml-biasedmf"),
          ("ml-rrn", "ml-timesvdpp-fresh"), ("mt-rrn", "mt-timesvdpp"), ("mt-rrn", "mt-rrn-stationary"),
-         ("mt-rrn", "mt-bias")]
+         ("mt-rrn", "mt-bias"), ("ml-rrnbase", "ml-timesvdpp"), ("ml-rrnbase", "ml-rrn"),
+         ("ml-rrnbase", "ml-rrnbase-stationary"), ("mt-rrnbase", "mt-timesvdpp"), ("mt-rrnbase", "mt-rrn"),
+         ("mt-rrnbase", "mt-rrnbase-stationary")]
 
 runs = defaultdict(dict)  # setting -> seed -> metrics
 for path in sorted(p for out in sys.argv[1:] for p in Path(out).glob("*-s*/metrics.json")):
