@@ -121,11 +121,23 @@ def test_an_rrn_on_a_base_trains_reloads_and_advances(tmp_path):
     assert torch.isfinite(model.predict_at(data, batch["user"], batch["item"], later)).all()
 
 
+def test_a_biased_mf_base_trains_under_an_rrn(tmp_path):
+    metrics = fit(recipe(tmp_path, epochs=1, biases=True, global_mean=True, stationary_epoch=True,
+                         base={"name": "biasedmf", "dim": 2}, base_epochs=2), tmp_path / "run", quiet=True)
+    model = load_model(RRN, tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert model.base_model.user_bias.weight.abs().max() > 0.01  # trained: biased MF starts its biases at 0
+    data = datamodule(tmp_path, tiny_ratings())
+    assert float(model.base_model.global_mean) == pytest.approx(data.rating_mean)
+    assert float(model.mean_offset) == 0.0  # the base carries the training mean, eq. (7) does not add it again
+    assert metrics["best_epoch"] == 0  # the one epoch is the stationary one: base + pre-train alone
+
+
 @pytest.mark.parametrize("base, biases, message", [
     (BASE, False, "base needs biases"),
     ({"name": "rrn"}, True, "cannot be the base"),
     ({"dim": 3}, True, "must name a registered model"),
     ({"name": "timesvdpp", "colour": 1}, True, "base 'timesvdpp'"),
+    ({"name": "bias"}, True, "must train by gradient steps"),  # closed-form ALS sweeps
 ])
 def test_a_bad_base_is_one_clear_error_before_training(tmp_path, base, biases, message):
     with pytest.raises(RrnxError, match=message):

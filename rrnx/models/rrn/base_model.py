@@ -38,13 +38,13 @@ def build_base(section: dict | None, n_users: int, n_items: int):
         raise ValueError("base: an RRN cannot be the base of an RRN")
     cls = get_model_class(name)
     from rrnx.models.base import RatingModel
-    if cls.train_loader is not RatingModel.train_loader:
-        raise ValueError(f"base {name!r}: a base must train on shuffled rating triples (bias, biasedmf, pmf, "
-                         "timesvdpp, or a plugin that keeps RatingModel's train_loader)")
     try:
         model = cls(n_users=n_users, n_items=n_items, **settings)
     except TypeError as exc:
         raise ValueError(f"base {name!r}: {exc}") from None
+    if cls.train_loader is not RatingModel.train_loader or not model.automatic_optimization:
+        raise ValueError(f"base {name!r}: a base must train by gradient steps on shuffled rating triples "
+                         "(biasedmf, pmf, timesvdpp, or a plugin that keeps RatingModel's train_loader)")
     model.requires_grad_(False)
     return model
 
