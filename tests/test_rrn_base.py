@@ -12,17 +12,10 @@ from rrnx.models.rrn import RRN
 from rrnx.models.rrn.base_model import base_scores, train_base
 from rrnx.models.rrn.sequences import ratings_frame_arrays
 from rrnx.run import fit
+from test_rrn import one_thread  # noqa: F401  (autouse: one torch thread for tiny tensors)
 from test_rrn import datamodule, recipe, tiny_model, tiny_ratings, training_predictions
 
 BASE = {"name": "timesvdpp", "dim": 3, "n_bins": 4}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_pair(tmp_path, **settings):
