@@ -93,6 +93,8 @@ def test_an_rrn_on_a_base_trains_reloads_and_advances(tmp_path):
     settings = {"biases": True, "global_mean": True, "step_stats": "residual", "stationary_epoch": True,
                 "base": BASE, "base_epochs": 2}
     metrics = fit(recipe(tmp_path, epochs=2, **settings), tmp_path / "run", quiet=True)
+    base_rmse = metrics["epochs"][0]["base/val_rmse"]  # the base alone, logged with the pre-train
+    assert 0 < base_rmse < 2 and metrics["epochs"][0]["val/rmse"] != base_rmse
     data = datamodule(tmp_path, tiny_ratings())
     model = load_model(RRN, tmp_path / "run" / "checkpoints" / "best.ckpt")
     model.attach(data)

@@ -35,6 +35,7 @@ from rrnx.models.rrn.states import RRNStates
 
 PHASE_SECONDS = {"user": "time/user_phase_s", "item": "time/item_phase_s"}
 PRETRAIN_SECONDS = "time/pretrain_s"
+BASE_VAL_RMSE = "base/val_rmse"
 RATING_INPUTS = ("scaled", "raw")
 INPUT_NORMS = ("sum", "sqrt", "mean")
 STEP_STATS = (False, True, "mean", "residual")
@@ -430,7 +431,7 @@ class RRN(RRNStates, RatingModel):
             from rrnx.models.rrn.pretrain import pretrain_stationary
             start = time.perf_counter()
             if self.base_model is not None:  # the base first, alone; then the stationary part on its residuals
-                self.base_val_rmse = train_base(self.base_model, self._attached(), self.hparams.base_epochs)
+                self._base_val_rmse = train_base(self.base_model, self._attached(), self.hparams.base_epochs)
             pretrain_stationary(self, self._attached(), self._pmf)
             broadcast_from_rank0_(list(self.parameters()))  # under DDP every rank pre-trained alike; this makes sure
             self.stationary_ready.fill_(True)
@@ -581,6 +582,8 @@ class RRN(RRNStates, RatingModel):
                 self.log(PHASE_SECONDS[side], self._phase_seconds[side], sync_dist=True, reduce_fx="max")
             if hasattr(self, "_pretrain_seconds"):
                 self.log(PRETRAIN_SECONDS, self._pretrain_seconds, sync_dist=True, reduce_fx="max")
+            if hasattr(self, "_base_val_rmse"):  # the base alone, its best epoch (RRN(base=...))
+                self.log(BASE_VAL_RMSE, self._base_val_rmse, sync_dist=True, reduce_fx="max")
         self._final_states()
 
     def on_test_epoch_start(self) -> None:

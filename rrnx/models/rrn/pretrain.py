@@ -60,8 +60,9 @@ def train_pmf(data, dim: int, reg: float, lr: float, init_std: float, epochs: in
 def train_biased(model, data, lr: float, reg: float, epochs: int, patience: int = 0,
                  bias_reg: float | None = None) -> None:
     """Biased MF on RRN's own stationary part, in place: mean + b_u + b_j + <u_i, m_j> (Koren,
-    Bell & Volinsky 2009; with a base model, base + b_u + b_j + <u_i, m_j>), SparseAdam on rating triples with PMF's per-rating L2 `reg` (and, with
-    `bias_reg`, bias_reg * b^2 per entity: each rating carries bias_reg / its entity's count)."""
+    Bell & Volinsky 2009; on a base model, base + b_u + b_j + <u_i, m_j>), SparseAdam on rating triples
+    with PMF's per-rating L2 `reg` (and, with `bias_reg`, bias_reg * b^2 per entity: each rating carries
+    bias_reg / its entity's count)."""
     params = model._stationary_params("user") + model._stationary_params("item")
     optimizer = torch.optim.SparseAdam(params, lr=lr)
     with torch.no_grad():  # every state starts at its initial value b: the dynamic part is a constant
