@@ -34,6 +34,8 @@ MODELS = {"pmf": [], "bias": [],
           "rrn": ["--model.pretrain_epochs=1", "--model.user_batch_size=29", "--model.item_batch_size=3",
                   "--model.biases=true"]}
 MODELS["rrn-parts"] = [*MODELS["rrn"], "--model.part_ratings=25"]
+# rrn-base: RRN on a TimeSVD++ base, which trains first on sharded triples (rrnx/models/rrn/base_model.py)
+MODELS["rrn-base"] = [*MODELS["rrn"], "--model.base={name: timesvdpp, dim: 3, n_bins: 4}", "--model.base_epochs=2"]
 
 
 def ddp_fit(args: list[str], out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
