@@ -85,11 +85,17 @@ def test_rrn_phase_on_cuda_matches_the_cpu(tmp_path):
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(results["cpu"][1], results["cuda"][1]))
 
 
-def test_fit_and_test_on_gpu_give_the_cpu_figures(tmp_path):
+# eq. (7) alone, and RRN on a TimeSVD++ base (trained first, on the same device: rrnx/models/rrn/base_model.py)
+FIT_SETTINGS = {"eq7": {}, "base": {"biases": True, "global_mean": True, "base_epochs": 2,
+                                    "base": {"name": "timesvdpp", "dim": 3, "n_bins": 4}}}
+
+
+@pytest.mark.parametrize("settings", FIT_SETTINGS)
+def test_fit_and_test_on_gpu_give_the_cpu_figures(tmp_path, settings):
     from rrnx.run import fit, test
 
-    on_cpu = fit(recipe(tmp_path, epochs=1), tmp_path / "cpu", quiet=True)
-    gpu_recipe = recipe(tmp_path, epochs=1)
+    on_cpu = fit(recipe(tmp_path, epochs=1, **FIT_SETTINGS[settings]), tmp_path / "cpu", quiet=True)
+    gpu_recipe = recipe(tmp_path, epochs=1, **FIT_SETTINGS[settings])
     gpu_recipe["trainer"]["accelerator"] = "gpu"
     on_gpu = fit(gpu_recipe, tmp_path / "gpu", quiet=True)
     assert on_gpu["val_rmse"] == pytest.approx(on_cpu["val_rmse"], abs=2e-3)
