@@ -33,6 +33,11 @@ def test_bench_small_prints_its_figures(capsys, tmp_path):
     multiple = (epoch["user_phase_s"] + epoch["item_phase_s"]) / floor_s
     floor_line = next(line for line in out.splitlines() if line.strip().startswith("floor"))
     assert f"epoch 0 {multiple:.2f}x it" in floor_line
+    # the floor's rate is the fastest of the probes; the first probe's ratio (the single-probe floor) follows
+    probes = result["matmul_probes_flops_per_s"]
+    assert len(probes) == 5 and result["matmul_flops_per_s"] == max(probes)
+    single = (epoch["user_phase_s"] + epoch["item_phase_s"]) / (result["flops"]["epoch"] / probes[0])
+    assert f"at the first probe's rate, {single:.2f}x" in floor_line
 
 
 def test_predict_top_n_and_items(run_dir, capsys):
