@@ -598,8 +598,8 @@ class RRN(RRNStates, RatingModel):
         self._clear_states()  # (the runner restores the RNG states: rrnx.training.RngState)
         if self.base_model is not None and hasattr(self.base_model, "on_load_checkpoint"):  # data-sized tables
             prefix = "base_model."
-            self.base_model.on_load_checkpoint({"state_dict": {k[len(prefix):]: v for k, v in
-                                                               checkpoint["state_dict"].items() if k.startswith(prefix)}})
+            state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+            self.base_model.on_load_checkpoint({"state_dict": state})
             self.base_model.requires_grad_(False)
 
 

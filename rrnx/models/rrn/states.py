@@ -133,7 +133,7 @@ class RRNStates:
         if self.hparams.biases:
             pred = pred + take_rows(self.user_bias.weight, users)[:, 0] + take_rows(self.item_bias.weight, items)[:, 0]
         if self.base_model is not None:
-            pred = pred + base_scores(self.base_model, users.cpu(), items.cpu(), timestamps).to(pred.device)
+            pred = pred + base_scores(self.base_model, users, items, timestamps).to(pred.device)
         return pred
 
     def _state_table_at(self, side: str, entities: torch.Tensor, timestamps: torch.Tensor):
