@@ -1,7 +1,9 @@
-"""Time RRN's user-state cache, the no-grad LSTM pass over every user step that opens each item phase
+"""Time RRN's user-state cache, the no-grad LSTM pass over every user step that opens each item phase (or,
+with --side item, the item-state cache that opens each user phase)
 (docs/benchmarks.md, "The no-grad passes"):
 
     python scripts/state_cache.py [--threads 1] [--repeats 2] [--as-training] [--profile]
+    python scripts/state_cache.py --preset netflix-full --side item --threads 2 --as-training
     python scripts/state_cache.py --sgemm-rows
 
 --sgemm-rows checks instead what lstm_cell.cpp's `input_part` relies on: for a few E/H shapes, the row
@@ -9,7 +11,7 @@ counts M up to 3,000 at which a (M, E) x (E, 4H) product does not give its rows 
 have in one product over all rows (this machine's BLAS, one thread).
 
 On the bench's netflix-6m data (1-day user steps, from rrnx's cache as `rrnx bench`; the first run prepares
-it) with a fresh RRN of the bench's sizes; it prints the seconds of each pass and, with --profile, torch's
+it; `--preset netflix-full`: 2-month steps on both sides, as the bench) with a fresh RRN of the bench's sizes; it prints the seconds of each pass and, with --profile, torch's
 self time per op of one more. By default the process allocates as `rrnx test`, `predict` and `report` do;
 --as-training keeps freed memory in the heap first, as training does (rrnx.training.keep_freed_memory).
 Under an older commit: `cd /tmp/rrnx-bench-SHA && ./venv/bin/python /work/main/scripts/state_cache.py`
@@ -50,26 +52,30 @@ def main() -> None:
     parser.add_argument("--as-training", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sgemm-rows", action="store_true")
+    parser.add_argument("--preset", default="netflix-6m", choices=("netflix-6m", "netflix-full"))
+    parser.add_argument("--side", default="user", choices=("user", "item"),
+                        help="whose cache: user (opens the item phase) or item (opens the user phase)")
     args = parser.parse_args()
     if args.sgemm_rows:
         return sgemm_rows()
     torch.set_num_threads(args.threads)
     if args.as_training:
         keep_freed_memory()
-    data, _ = prepare("netflix-6m", "1d", "7d", 0, lambda *_: None, default_cache_dir())
+    steps = ("2mo", "2mo") if args.preset == "netflix-full" else ("1d", "7d")
+    data, _ = prepare(args.preset, *steps, 0, lambda *_: None, default_cache_dir())
     model = RRN(data.n_users, data.n_items, pretrain_epochs=0)
     model.set_data_stats(data.rating_range, data.rating_mean)
     model.attach(data)
-    users = model._sides["user"]
-    print(f"user-state cache: {users.n_active:,} user steps, {args.threads} thread(s)"
+    seqs = model._sides[args.side]
+    print(f"{args.side}-state cache ({args.preset}): {seqs.n_active:,} {args.side} steps, {args.threads} thread(s)"
           + (", freed memory kept" if args.as_training else ""))
     for _ in range(args.repeats):
         start = time.perf_counter()
-        model._states_after_all_rows("user", users)
+        model._states_after_all_rows(args.side, seqs)
         print(f"  {time.perf_counter() - start:.2f} s")
     if args.profile:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            model._states_after_all_rows("user", users)
+            model._states_after_all_rows(args.side, seqs)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
