@@ -135,8 +135,8 @@ PROBES = 5  # matmul probes per bench; the floor uses the fastest (see matmul_ra
 def matmul_rates(hp, probes: int = PROBES, device: torch.device | str = "cpu") -> list[float]:
     """`probes` runs of matmul_rate back to back, in order. One probe lasts about 40 ms on a 2-core CPU, and
     on a shared machine one process's probes spread widely (59-86 GFLOP/s on one machine, 139-380 on
-    another: docs/benchmarks.md, "The floor's probe", has the command): the floor takes the fastest, the machine's rate when nothing slowed it; the first is the
-    single probe the floor used before."""
+    another: docs/benchmarks.md, "The floor's probe", has the command): the floor takes the fastest, the
+    machine's rate when nothing slowed it; the first is the single probe the floor used before."""
     return [matmul_rate(hp, device=device) for _ in range(probes)]
 
 

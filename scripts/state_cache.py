@@ -11,12 +11,12 @@ counts M up to 3,000 at which a (M, E) x (E, 4H) product does not give its rows 
 have in one product over all rows (this machine's BLAS, one thread).
 
 On the bench's netflix-6m data (1-day user steps, from rrnx's cache as `rrnx bench`; the first run prepares
-it; `--preset netflix-full`: 2-month steps on both sides, as the bench) with a fresh RRN of the bench's sizes; it prints the seconds of each pass and, with --profile, torch's
-self time per op of one more. By default the process allocates as `rrnx test`, `predict` and `report` do;
---as-training keeps freed memory in the heap first, as training does (rrnx.training.keep_freed_memory).
-Under an older commit: `cd /tmp/rrnx-bench-SHA && ./venv/bin/python /work/main/scripts/state_cache.py`
-(scripts/bench_at.sh makes that folder).
-"""
+it; `--preset netflix-full`: 2-month steps on both sides, as the bench) with a fresh RRN of the bench's
+sizes; it prints the seconds of each pass and, with --profile, torch's self time per op of one more. By
+default the process allocates as `rrnx test`, `predict` and `report` do; --as-training keeps freed memory
+in the heap first, as training does (rrnx.training.keep_freed_memory). Under an older commit: `cd
+/tmp/rrnx-bench-SHA && ./venv/bin/python /work/main/scripts/state_cache.py` (scripts/bench_at.sh makes
+that folder). """
 
 from __future__ import annotations
 
