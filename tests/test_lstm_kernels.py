@@ -14,7 +14,7 @@ from test_rrn import datamodule, one_thread, tiny_model, tiny_ratings  # noqa: F
 from rrnx.errors import RrnxError
 from rrnx.models.rrn import fused
 from rrnx.models.rrn.lstm import FusedPackedLSTMFunction, packed_lstm
-from rrnx.models.rrn.sequences import PairDots, RatingBag, take_rows
+from rrnx.models.rrn.sequences import PairDots, RatingBag, RowBatch, SideTensors, gather, take_rows
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("c++") and shutil.which("ninja")),
                                     reason="the fused LSTM cell needs a C++ compiler and ninja")
@@ -193,6 +193,32 @@ def test_the_compiled_eq7_products_and_their_gradients_are_torch_ops(bias):
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(sums[0], other) for other in sums[1:])
+
+
+@needs_compiler
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_the_compiled_gather_writes_what_the_torch_ops_write(index_dtype):
+    """gather's per-rating arrays from the extension's one pass equal the torch ops' (value and dtype), with
+    entities out of order, entities without rows and rows of one or several ratings; an empty batch too."""
+    cell = fused.fused_cell(required=True)
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(0, 6, (60,), generator=generator)  # (K,) some entities have no row
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    per_row = torch.randint(1, 9, (int(offsets[-1]),), generator=generator)  # (R,)
+    rating_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), per_row.cumsum(0)])
+    n = int(rating_offsets[-1])
+    other, other_row = (torch.randint(0, top, (n,), generator=generator).to(index_dtype) for top in (100, 300))
+    side = SideTensors("user", None, 0.0, 1.0, offsets, torch.arange(len(per_row)), torch.zeros(len(per_row), 3),
+                       rating_offsets, other, torch.rand(n, generator=generator), other_row)
+    for entities in (torch.randperm(60, generator=generator)[:40], torch.arange(60), torch.zeros(0, dtype=torch.int64)):
+        for other_rows in (False, True):
+            ours, theirs = gather(side, entities, cell, other_rows), gather(side, entities, None, other_rows)
+            for name in RowBatch.__dataclass_fields__:
+                mine, expected = getattr(ours, name), getattr(theirs, name)
+                assert (mine is None) == (expected is None) == (name == "other_row" and not other_rows), name
+                if expected is not None:
+                    assert mine.dtype == expected.dtype and torch.equal(mine, expected), name
+    assert len(ours.ratings) == 0 and len(gather(side, torch.arange(60), cell).ratings) == n
 
 
 def test_take_rows_gradient_is_the_embedding_gradient():

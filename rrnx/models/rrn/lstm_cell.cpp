@@ -1,6 +1,7 @@
 // The LSTM of eqs. (1)-(4) over a time-major packed layout, the cell fused: rrnx/models/rrn/fused.py
 // builds this file with torch.utils.cpp_extension at first use. Also the backward of eq. (5)'s rating
-// embedding (`bag_backward`) and eq. (7)'s per-rating inner products (`pair_dots`), at the end.
+// embedding (`bag_backward`), eq. (7)'s per-rating inner products (`pair_dots`) and the per-rating gather
+// of a batch (`gather_ratings`), at the end.
 //
 // Per step, each thread takes a range of the step's rows (at::parallel_for: torch's own OpenMP runtime
 // and thread count) and computes the recurrent product W_hh h_{t-1} of its rows (an MKL matmul), then,
@@ -384,6 +385,74 @@ torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, c
   return out;
 }
 
+// RRN's per-rating gather (sequences.gather) in one pass: for a batch's rows (R,) (global row ids, entity-major)
+// with the local entity of each row_entity (R,) and where each row's ratings start in the output, out_start
+// (R,), every rating of every row in order: its global id, local row and local entity (N,) int64, its
+// other-side index (N,) int64 from `other` (int32 or int64), its value (N,) from `value` and, when `other_row`
+// is defined, its row on the other side (N,) int64. The torch ops this replaces (a ranges construction, two
+// repeat_interleaves, four index_selects and two widenings) each make a pass over N.
+template <typename I, typename J>
+void gather_rows(const int64_t* rating_offsets, const int64_t* rows, const int64_t* row_entity,
+                 const int64_t* out_start, const I* other, const float* value, const J* other_row,
+                 int64_t* ratings, int64_t* rating_row, int64_t* rating_entity, int64_t* other_out,
+                 float* value_out, int64_t* other_row_out, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t first = rating_offsets[rows[r]], count = rating_offsets[rows[r] + 1] - first;
+    const int64_t o = out_start[r], entity = row_entity[r];
+    for (int64_t j = 0; j < count; ++j) {
+      ratings[o + j] = first + j;
+      rating_row[o + j] = r;
+      rating_entity[o + j] = entity;
+      other_out[o + j] = static_cast<int64_t>(other[first + j]);
+      value_out[o + j] = value[first + j];
+    }
+    if (other_row_out)
+      for (int64_t j = 0; j < count; ++j) other_row_out[o + j] = static_cast<int64_t>(other_row[first + j]);
+  }
+}
+
+std::vector<torch::Tensor> gather_ratings(const torch::Tensor& rating_offsets, const torch::Tensor& rows,
+                                          const torch::Tensor& row_entity, const torch::Tensor& out_start,
+                                          int64_t n, const torch::Tensor& other, const torch::Tensor& value,
+                                          const torch::Tensor& other_row) {
+  for (const auto* t : {&rating_offsets, &rows, &row_entity, &out_start})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kInt64 && t->dim() == 1 && t->is_contiguous(),
+                "gather_ratings: offsets, rows, row entities and output starts must be contiguous 1-D CPU int64");
+  TORCH_CHECK(row_entity.numel() == rows.numel() && out_start.numel() == rows.numel(),
+              "gather_ratings: one entity and one output start per row");
+  TORCH_CHECK(value.scalar_type() == torch::kFloat32 && value.is_contiguous() && other.is_contiguous(),
+              "gather_ratings: contiguous other indices and float32 values");
+  const bool with_other_row = other_row.defined() && other_row.numel() > 0;
+  const auto long_options = rows.options();
+  auto ratings = torch::empty({n}, long_options), rating_row = torch::empty({n}, long_options);
+  auto rating_entity = torch::empty({n}, long_options), other_out = torch::empty({n}, long_options);
+  auto value_out = torch::empty({n}, value.options());
+  auto other_row_out = with_other_row ? torch::empty({n}, long_options) : torch::empty({0}, long_options);
+  auto run = [&](auto* other_ptr, auto* other_row_ptr) {
+    at::parallel_for(0, rows.numel(), kGrainRows, [&](int64_t begin, int64_t end) {
+      gather_rows(rating_offsets.data_ptr<int64_t>(), rows.data_ptr<int64_t>(), row_entity.data_ptr<int64_t>(),
+                  out_start.data_ptr<int64_t>(), other_ptr, value.data_ptr<float>(), other_row_ptr,
+                  ratings.data_ptr<int64_t>(), rating_row.data_ptr<int64_t>(), rating_entity.data_ptr<int64_t>(),
+                  other_out.data_ptr<int64_t>(), value_out.data_ptr<float>(),
+                  with_other_row ? other_row_out.data_ptr<int64_t>() : nullptr, begin, end);
+    });
+  };
+  auto with_other = [&](auto* other_row_ptr) {
+    if (other.scalar_type() == torch::kInt32) run(other.data_ptr<int32_t>(), other_row_ptr);
+    else if (other.scalar_type() == torch::kInt64) run(other.data_ptr<int64_t>(), other_row_ptr);
+    else TORCH_CHECK(false, "gather_ratings: other indices must be int32 or int64");
+  };
+  if (!with_other_row) with_other(static_cast<const int32_t*>(nullptr));
+  else {
+    TORCH_CHECK(other_row.is_contiguous() && other_row.numel() == other.numel(),
+                "gather_ratings: one contiguous other row per rating");
+    if (other_row.scalar_type() == torch::kInt32) with_other(other_row.data_ptr<int32_t>());
+    else if (other_row.scalar_type() == torch::kInt64) with_other(other_row.data_ptr<int64_t>());
+    else TORCH_CHECK(false, "gather_ratings: other rows must be int32 or int64");
+  }
+  return {ratings, rating_row, rating_entity, other_out, value_out, other_row_out};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -391,5 +460,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &backward, "fused packed LSTM backward: d gates, d W_hh, d bias");
   m.def("bag_backward", &bag_backward, "EmbeddingBag (sum, per-rating weights) weight gradient");
   m.def("pair_dots", &pair_dots, "eq. (7)'s two inner products per rating");
+  m.def("gather_ratings", &gather_ratings, "every rating of a batch's rows: ids, rows, entities, others, values");
   m.def("row_sums", &row_sums, "out[index[k]] += w[k] * source[source_index[k]]: pair_dots' gradients");
 }

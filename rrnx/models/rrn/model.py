@@ -29,7 +29,7 @@ from rrnx.models.rrn.base_model import base_scores, build_base, side_base, train
 from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm, resolve_kernel
 from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, Packing, PairDots, RatingBag, RowBatch, SideTensors,
                                        entity_ratings, gather, length_sorted_batches, pack, permute_rows,
-                                       rating_bounded_parts, ratings_frame_arrays, take_index, take_rows,
+                                       rating_bounded_parts, ratings_frame_arrays, take_rows,
                                        training_sides)
 from rrnx.models.rrn.states import RRNStates
 
@@ -531,12 +531,13 @@ class RRN(RRNStates, RatingModel):
         `n_ratings`: the rating count the loss is divided by, when `entities` are part of a larger batch
         (None: their own)."""
         seqs = self._sides[side]
-        batch = gather(seqs, entities)
+        kernel, cell = resolve_kernel(self.hparams.lstm_kernel, entities.device)
+        batch = gather(seqs, entities, cell, other_rows=True)
         net = self._net(side)
         hidden, packing = self._hidden(net, seqs, batch)  # (R, H) packed time-major
         states, previous = net.dynamic_before(batch, hidden, packing)  # (R + 1, D), (R,)
         own_row = take_rows(previous, batch.rating_row)  # (N,) this side's state before each rating
-        other_row = take_index(seqs.other_row, batch.ratings)  # (N,) the other side's, in other_before
+        other_row = batch.other_row  # (N,) the other side's, in other_before
         rating_entity = batch.rating_entity  # (N,) local entity
         per_entity = torch.zeros(len(entities), device=entities.device).index_add_(
             0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
@@ -547,7 +548,6 @@ class RRN(RRNStates, RatingModel):
             own.register_hook(lambda g: g * scale[:, None])
         other_idx = batch.other  # (N,)
         other_factors = self._factors(OTHER_SIDE[side]).weight.detach()  # (n_other, k) frozen
-        kernel, cell = resolve_kernel(self.hparams.lstm_kernel, states.device)
         if kernel == "fused":  # the same sums in one compiled pass (PairDots)
             pred = PairDots.apply(states, own_row, other_before, other_row, own, rating_entity, other_factors,
                                   other_idx, cell, self.hparams.dynamic_bias) + self.mean_offset  # (N,)

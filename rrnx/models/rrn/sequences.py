@@ -107,13 +107,17 @@ class RowBatch:
     ratings_per_row: torch.Tensor  # (R,)
     other: torch.Tensor  # (N,) int64 other-side index of each rating (side.other, widened once per batch)
     value: torch.Tensor  # (N,) float32 each rating's value
+    other_row: torch.Tensor | None = None  # (N,) int64 each rating's row on the other side (gather's other_rows)
 
     @property
     def last_row(self) -> torch.Tensor:
         return torch.cumsum(self.lengths, 0) - 1  # (B,) local row of each entity's last active step
 
 
-def gather(side: SideTensors, entities: torch.Tensor) -> RowBatch:
+def gather(side: SideTensors, entities: torch.Tensor, cell=None, other_rows: bool = False) -> RowBatch:
+    """The rows and ratings of `entities` (B,). cell: the compiled extension (lstm_cell.cpp), whose
+    `gather_ratings` writes every per-rating array in one pass over the ratings (CPU); None: torch ops, the
+    same values. other_rows: also each rating's row on the other side (side.other_row, training only)."""
     starts = take_rows(side.offsets, entities)
     lengths = take_rows(side.offsets, entities + 1) - starts  # (B,)
     rows = ranges(starts, lengths)  # (R,)
@@ -123,12 +127,19 @@ def gather(side: SideTensors, entities: torch.Tensor) -> RowBatch:
                                                                                 lengths, output_size=len(rows))
     r_starts = take_rows(side.rating_offsets, rows)
     r_lengths = take_rows(side.rating_offsets, rows + 1) - r_starts  # (R,)
+    bag_offsets = torch.cumsum(r_lengths, 0) - r_lengths
+    if cell is not None and device.type == "cpu":
+        n = int(bag_offsets[-1] + r_lengths[-1]) if len(rows) else 0
+        other_row = side.other_row if other_rows else torch.empty(0, dtype=torch.int64)
+        ratings, rating_row, rating_entity, other, value, other_row = cell.gather_ratings(
+            side.rating_offsets, rows, row_entity, bag_offsets, n, side.other, side.value, other_row)  # (N,) each
+        return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row, rating_entity,
+                        bag_offsets, r_lengths, other, value, other_row if other_rows else None)
     ratings = ranges(r_starts, r_lengths)  # (N,)
     rating_row = torch.repeat_interleave(torch.arange(len(rows), device=device), r_lengths, output_size=len(ratings))
-    bag_offsets = torch.cumsum(r_lengths, 0) - r_lengths
     return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row,
                     take_rows(row_entity, rating_row), bag_offsets, r_lengths, take_index(side.other, ratings),
-                    take_rows(side.value, ratings))
+                    take_rows(side.value, ratings), take_index(side.other_row, ratings) if other_rows else None)
 
 
 @dataclass

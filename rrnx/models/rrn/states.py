@@ -18,6 +18,7 @@ import torch
 from rrnx.distributed import all_gather_rows, process_group_share
 from rrnx.errors import RrnxError
 from rrnx.models.rrn.base_model import base_scores, side_base
+from rrnx.models.rrn.lstm import resolve_kernel
 from rrnx.models.rrn.sequences import (SideTensors, entity_ratings, extended_side, gather, ratings_frame_arrays,
                                        row_budget_batches, take_rows)
 from rrnx.models.sparse import ranges
@@ -52,9 +53,10 @@ class RRNStates:
             after = torch.empty(int(lengths.sum()), self._net(side).project.out_features,
                                 device=lengths.device)  # (R, D)
             ratings = entity_ratings(seqs, entities)  # (K,)
+            cell = resolve_kernel(self.hparams.lstm_kernel, lengths.device)[1]
             for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows, ratings,
                                             self.hparams.eval_batch_ratings):
-                batch = gather(seqs, entities[chunk])
+                batch = gather(seqs, entities[chunk], cell)
                 hidden, packing = self._hidden(net, seqs, batch)  # (R_b, H) packed time-major
                 rows = ranges(local_start[chunk], lengths[chunk])  # (R_b,) where each local row goes in `after`
                 after.index_copy_(0, rows.index_select(0, packing.unpacked), net.project(hidden))
