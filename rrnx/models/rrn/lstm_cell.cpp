@@ -388,14 +388,15 @@ torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, c
 // RRN's per-rating gather (sequences.gather) in one pass: for a batch's rows (R,) (global row ids, entity-major)
 // with the local entity of each row_entity (R,) and where each row's ratings start in the output, out_start
 // (R,), every rating of every row in order: its global id, local row and local entity (N,) int64, its
-// other-side index (N,) int64 from `other` (int32 or int64), its value (N,) from `value` and, when `other_row`
-// is defined, its row on the other side (N,) int64. The torch ops this replaces (a ranges construction, two
+// other-side index (N,) int64 from `other` (int32 or int64), its value (N,) from `value`, its row's rating
+// count (N,) float (eq. (5)'s input_norm) and, when `other_row` is defined, its row on the other side (N,)
+// int64. The torch ops this replaces (a ranges construction, two
 // repeat_interleaves, four index_selects and two widenings) each make a pass over N.
 template <typename I, typename J>
 void gather_rows(const int64_t* rating_offsets, const int64_t* rows, const int64_t* row_entity,
                  const int64_t* out_start, const I* other, const float* value, const J* other_row,
                  int64_t* ratings, int64_t* rating_row, int64_t* rating_entity, int64_t* other_out,
-                 float* value_out, int64_t* other_row_out, int64_t begin, int64_t end) {
+                 float* value_out, float* count_out, int64_t* other_row_out, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const int64_t first = rating_offsets[rows[r]], count = rating_offsets[rows[r] + 1] - first;
     const int64_t o = out_start[r], entity = row_entity[r];
@@ -405,6 +406,7 @@ void gather_rows(const int64_t* rating_offsets, const int64_t* rows, const int64
       rating_entity[o + j] = entity;
       other_out[o + j] = static_cast<int64_t>(other[first + j]);
       value_out[o + j] = value[first + j];
+      count_out[o + j] = static_cast<float>(count);
     }
     if (other_row_out)
       for (int64_t j = 0; j < count; ++j) other_row_out[o + j] = static_cast<int64_t>(other_row[first + j]);
@@ -426,14 +428,14 @@ std::vector<torch::Tensor> gather_ratings(const torch::Tensor& rating_offsets, c
   const auto long_options = rows.options();
   auto ratings = torch::empty({n}, long_options), rating_row = torch::empty({n}, long_options);
   auto rating_entity = torch::empty({n}, long_options), other_out = torch::empty({n}, long_options);
-  auto value_out = torch::empty({n}, value.options());
+  auto value_out = torch::empty({n}, value.options()), count_out = torch::empty({n}, value.options());
   auto other_row_out = with_other_row ? torch::empty({n}, long_options) : torch::empty({0}, long_options);
   auto run = [&](auto* other_ptr, auto* other_row_ptr) {
     at::parallel_for(0, rows.numel(), kGrainRows, [&](int64_t begin, int64_t end) {
       gather_rows(rating_offsets.data_ptr<int64_t>(), rows.data_ptr<int64_t>(), row_entity.data_ptr<int64_t>(),
                   out_start.data_ptr<int64_t>(), other_ptr, value.data_ptr<float>(), other_row_ptr,
                   ratings.data_ptr<int64_t>(), rating_row.data_ptr<int64_t>(), rating_entity.data_ptr<int64_t>(),
-                  other_out.data_ptr<int64_t>(), value_out.data_ptr<float>(),
+                  other_out.data_ptr<int64_t>(), value_out.data_ptr<float>(), count_out.data_ptr<float>(),
                   with_other_row ? other_row_out.data_ptr<int64_t>() : nullptr, begin, end);
     });
   };
@@ -450,7 +452,7 @@ std::vector<torch::Tensor> gather_ratings(const torch::Tensor& rating_offsets, c
     else if (other_row.scalar_type() == torch::kInt64) with_other(other_row.data_ptr<int64_t>());
     else TORCH_CHECK(false, "gather_ratings: other rows must be int32 or int64");
   }
-  return {ratings, rating_row, rating_entity, other_out, value_out, other_row_out};
+  return {ratings, rating_row, rating_entity, other_out, value_out, count_out, other_row_out};
 }
 
 }  // namespace

@@ -346,7 +346,9 @@ class RRN(RRNStates, RatingModel):
         if self.hparams.rating_input == "scaled":
             weights = weights / self.rating_range.abs().max().clamp(min=1e-6)
         if self.hparams.input_norm != "sum":
-            count = take_rows(batch.ratings_per_row, batch.rating_row).float()  # (N,)
+            count = batch.rating_count  # (N,) each rating's row's rating count
+            if count is None:
+                count = take_rows(batch.ratings_per_row, batch.rating_row).float()
             weights = weights / (count.sqrt() if self.hparams.input_norm == "sqrt" else count)
         return weights
 
@@ -536,7 +538,8 @@ class RRN(RRNStates, RatingModel):
         net = self._net(side)
         hidden, packing = self._hidden(net, seqs, batch)  # (R, H) packed time-major
         states, previous = net.dynamic_before(batch, hidden, packing)  # (R + 1, D), (R,)
-        own_row = take_rows(previous, batch.rating_row)  # (N,) this side's state before each rating
+        # (N,) this side's state before each rating: previous[rating_row], ratings being row-major
+        own_row = torch.repeat_interleave(previous, batch.ratings_per_row, output_size=len(batch.ratings))
         other_row = batch.other_row  # (N,) the other side's, in other_before
         rating_entity = batch.rating_entity  # (N,) local entity
         per_entity = torch.zeros(len(entities), device=entities.device).index_add_(

@@ -108,6 +108,7 @@ class RowBatch:
     other: torch.Tensor  # (N,) int64 other-side index of each rating (side.other, widened once per batch)
     value: torch.Tensor  # (N,) float32 each rating's value
     other_row: torch.Tensor | None = None  # (N,) int64 each rating's row on the other side (gather's other_rows)
+    rating_count: torch.Tensor | None = None  # (N,) float32 ratings_per_row of each rating's row (compiled gather)
 
     @property
     def last_row(self) -> torch.Tensor:
@@ -131,10 +132,10 @@ def gather(side: SideTensors, entities: torch.Tensor, cell=None, other_rows: boo
     if cell is not None and device.type == "cpu":
         n = int(bag_offsets[-1] + r_lengths[-1]) if len(rows) else 0
         other_row = side.other_row if other_rows else torch.empty(0, dtype=torch.int64)
-        ratings, rating_row, rating_entity, other, value, other_row = cell.gather_ratings(
+        ratings, rating_row, rating_entity, other, value, count, other_row = cell.gather_ratings(
             side.rating_offsets, rows, row_entity, bag_offsets, n, side.other, side.value, other_row)  # (N,) each
         return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row, rating_entity,
-                        bag_offsets, r_lengths, other, value, other_row if other_rows else None)
+                        bag_offsets, r_lengths, other, value, other_row if other_rows else None, count)
     ratings = ranges(r_starts, r_lengths)  # (N,)
     rating_row = torch.repeat_interleave(torch.arange(len(rows), device=device), r_lengths, output_size=len(ratings))
     return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row,
