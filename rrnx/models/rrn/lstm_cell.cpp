@@ -283,11 +283,11 @@ void add_rows(const T* source, const int64_t* source_index, const T* weights, co
   }
 }
 
-// source (n_source, E), source_index and index (N,) any integer type, weights (N,) or empty (all 1).
-// bias: out's last column gains the weight alone (the gradient of pair_dots' bias columns).
-torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& source_index_in,
-                       const torch::Tensor& weights_in, const torch::Tensor& index_in, int64_t n_out,
-                       bool bias) {
+// out (n_out, E) += the sums above, in place; source (n_source, E), source_index and index (N,) any integer
+// type, weights (N,) or empty (all 1). bias: out's last column gains the weight alone (the gradient of
+// pair_dots' bias columns).
+void add_row_sums(torch::Tensor& out, const torch::Tensor& source_in, const torch::Tensor& source_index_in,
+                  const torch::Tensor& weights_in, const torch::Tensor& index_in, bool bias) {
   TORCH_CHECK(source_in.device().is_cpu() && source_in.dim() == 2, "row_sums: a 2-D CPU source");
   auto source = source_in.contiguous();
   auto index = index_in.to(torch::kInt64).contiguous();
@@ -297,8 +297,9 @@ torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& sour
   auto weights = weighted ? weights_in.to(source.scalar_type()).contiguous() : weights_in;
   TORCH_CHECK(!weighted || weights.numel() == index.numel(), "row_sums: one weight per index");
   TORCH_CHECK(!bias || source.size(1) > 0, "row_sums: a bias column needs a non-empty row");
-  const int64_t E = source.size(1), n = index.numel();
-  auto out = torch::zeros({n_out, E}, source.options());
+  TORCH_CHECK(out.device().is_cpu() && out.dim() == 2 && out.is_contiguous() && out.size(1) == source.size(1)
+              && out.scalar_type() == source.scalar_type(), "row_sums: out must be a contiguous (n_out, E) table");
+  const int64_t E = source.size(1), n = index.numel(), n_out = out.size(0);
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_out));
   AT_DISPATCH_FLOATING_TYPES(source.scalar_type(), "rrnx_row_sums", [&] {
     const scalar_t* wp = weighted ? weights.data_ptr<scalar_t>() : nullptr;
@@ -312,6 +313,13 @@ torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& sour
       }
     });
   });
+}
+
+torch::Tensor row_sums(const torch::Tensor& source, const torch::Tensor& source_index, const torch::Tensor& weights,
+                       const torch::Tensor& index, int64_t n_out, bool bias) {
+  TORCH_CHECK(source.dim() == 2, "row_sums: a 2-D CPU source");
+  auto out = torch::zeros({n_out, source.size(1)}, source.options());
+  add_row_sums(out, source, source_index, weights, index, bias);
   return out;
 }
 
@@ -321,6 +329,13 @@ torch::Tensor row_sums(const torch::Tensor& source_in, const torch::Tensor& sour
 torch::Tensor bag_backward(const torch::Tensor& grad, const torch::Tensor& index, const torch::Tensor& bag,
                            const torch::Tensor& weights, int64_t n_table) {
   return row_sums(grad, bag, weights, index, n_table, false);
+}
+
+// The same gradient added into `table` (n_table, E) in place: a batch trained in parts sums its parts'
+// gradients into the weight's .grad without a zeroed table and a table-sized add per part.
+void bag_backward_into(torch::Tensor table, const torch::Tensor& grad, const torch::Tensor& index,
+                       const torch::Tensor& bag, const torch::Tensor& weights) {
+  add_row_sums(table, grad, bag, weights, index, false);
 }
 
 // Eq. (7)'s two inner products for every rating n, in one pass and without (N, D) temporaries:
@@ -461,6 +476,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused packed LSTM forward");
   m.def("backward", &backward, "fused packed LSTM backward: d gates, d W_hh, d bias");
   m.def("bag_backward", &bag_backward, "EmbeddingBag (sum, per-rating weights) weight gradient");
+  m.def("bag_backward_into", &bag_backward_into, "bag_backward added into an existing gradient, in place");
   m.def("pair_dots", &pair_dots, "eq. (7)'s two inner products per rating");
   m.def("gather_ratings", &gather_ratings, "every rating of a batch's rows: ids, rows, entities, others, values");
   m.def("row_sums", &row_sums, "out[index[k]] += w[k] * source[source_index[k]]: pair_dots' gradients");

@@ -50,6 +50,7 @@ class SideNetwork(nn.Module):
                  forget_bias: float = 0.0, lstm_kernel: str = "auto", wallclock: bool = True):
         super().__init__()
         self.lstm_kernel = lstm_kernel  # how eq. (6) runs (lstm.py's packed_lstm); the weights are nn.LSTM's
+        self.bag_into_grad = False  # set by RRN._backward_parts: RatingBag's gradient adds into .grad (sequences.py)
         self.wallclock = wallclock  # False: the context columns are [1_newbie] only (no tau_t, tau_{t-1})
         # W_embed's x_t columns (None: the LSTM reads only the context columns)
         self.embed_ratings = nn.EmbeddingBag(n_other, embed_dim, mode="sum") if rating_embedding else None
@@ -79,7 +80,7 @@ class SideNetwork(nn.Module):
             kernel, cell = resolve_kernel(self.lstm_kernel, other.device)
             if kernel == "fused" and not weights.requires_grad:  # the compiled weight gradient (RatingBag)
                 y = RatingBag.apply(self.embed_ratings.weight, other, batch.bag_offsets, batch.rating_row,
-                                    weights, cell)  # (R, E)
+                                    weights, cell, self.bag_into_grad)  # (R, E)
             else:
                 y = self.embed_ratings(other, batch.bag_offsets, per_sample_weights=weights)  # (R, E)
         else:
@@ -481,11 +482,16 @@ class RRN(RRNStates, RatingModel):
         the parts make up: the gradients accumulate to those of eq. (8) over the whole batch, while only one
         part's per-rating tensors are alive at a time. Returns the parts' summed squared error."""
         squared_sum = torch.zeros((), device=other_before.device)
-        for part in parts:
-            pred, target, reg = self.phase_forward(side, part, other_before, n)
-            squared = ((pred - target) ** 2).sum()
-            self.manual_backward(squared / n + reg)
-            squared_sum += squared.detach()
+        net = self._net(side)
+        net.bag_into_grad = True  # each part's embedding gradient adds into the first part's .grad in place
+        try:
+            for part in parts:
+                pred, target, reg = self.phase_forward(side, part, other_before, n)
+                squared = ((pred - target) ** 2).sum()
+                self.manual_backward(squared / n + reg)
+                squared_sum += squared.detach()
+        finally:
+            net.bag_into_grad = False
         return squared_sum
 
     def _part_backward(self, side: str, batch: dict, other_before: torch.Tensor) -> torch.Tensor:

@@ -223,19 +223,26 @@ class RatingBag(torch.autograd.Function):
     compiled `bag_backward` (lstm_cell.cpp): torch's CPU backward makes one BLAS call per rating.
     weight (n_other, E), index / bag / weights (N,): the other entity, the bag (row) and the weight of
     each rating, bag non-decreasing; offsets (R,) the first rating of each bag. The weights take no
-    gradient (they are data)."""
+    gradient (they are data). into_grad: `weight` is a leaf whose gradient only .backward() wants (RRN's
+    training, batch parts): when it already holds a dense .grad, the backward adds into that in place and
+    returns none (autograd would add a fresh (n_other, E) table to it: one zeroed table and one table-sized
+    add per part; at Netflix-full scale the item network's is 470k x 40)."""
 
     @staticmethod
-    def forward(ctx, weight, index, offsets, bag, weights, cell):
+    def forward(ctx, weight, index, offsets, bag, weights, cell, into_grad=False):
         ctx.save_for_backward(index, bag, weights)
-        ctx.cell, ctx.n_rows = cell, weight.shape[0]
+        ctx.cell, ctx.n_rows, ctx.weight = cell, weight.shape[0], weight if into_grad else None
         return torch.nn.functional.embedding_bag(index, weight, offsets, mode="sum", per_sample_weights=weights)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         index, bag, weights = ctx.saved_tensors
-        return ctx.cell.bag_backward(grad, index, bag, weights, ctx.n_rows), None, None, None, None, None
+        table = ctx.weight.grad if ctx.weight is not None else None
+        if table is not None and table.layout == torch.strided and table.is_contiguous():
+            ctx.cell.bag_backward_into(table, grad, index, bag, weights)
+            return None, None, None, None, None, None, None
+        return ctx.cell.bag_backward(grad, index, bag, weights, ctx.n_rows), None, None, None, None, None, None
 
 
 class PairDots(torch.autograd.Function):
