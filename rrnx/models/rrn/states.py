@@ -59,7 +59,9 @@ class RRNStates:
                 batch = gather(seqs, entities[chunk], cell)
                 hidden, packing = self._hidden(net, seqs, batch)  # (R_b, H) packed time-major
                 rows = ranges(local_start[chunk], lengths[chunk])  # (R_b,) where each local row goes in `after`
-                after.index_copy_(0, rows.index_select(0, packing.unpacked), net.project(hidden))
+                # projected, then put in local order: each entity's rows land as one run of `after` (the packed
+                # order scatters them, and torch's index_copy_ took 2x as long on those rows)
+                after.index_copy_(0, rows, net.project(hidden).index_select(0, packing.packed_position))
             return after, local_start
 
     def _states_after_all_rows(self, side: str, seqs: SideTensors) -> torch.Tensor:
