@@ -220,6 +220,12 @@ def test_the_compiled_gather_writes_what_the_torch_ops_write(index_dtype):
                 if expected is not None:
                     assert mine.dtype == expected.dtype and torch.equal(mine, expected), name
     assert len(ours.ratings) == 0 and len(gather(side, torch.arange(60), cell).ratings) == n
+    slim, full = gather(side, torch.arange(60), cell, ids=False), gather(side, torch.arange(60), cell)
+    for name in RowBatch.__dataclass_fields__:  # without ids: those three left out, the rest as before
+        if name in ("ratings", "rating_row", "rating_entity", "other_row"):
+            assert getattr(slim, name) is None, name
+        else:
+            assert torch.equal(getattr(slim, name), getattr(full, name)), name
 
 
 def test_take_rows_gradient_is_the_embedding_gradient():

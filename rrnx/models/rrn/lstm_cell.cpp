@@ -405,8 +405,9 @@ torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, c
 // (R,), every rating of every row in order: its global id, local row and local entity (N,) int64, its
 // other-side index (N,) int64 from `other` (int32 or int64), its value (N,) from `value`, its row's rating
 // count (N,) float (eq. (5)'s input_norm) and, when `other_row` is defined, its row on the other side (N,)
-// int64. The torch ops this replaces (a ranges construction, two
-// repeat_interleaves, four index_selects and two widenings) each make a pass over N.
+// int64. Without `ids` (the no-grad passes, which need none of them) the ids, local rows and local entities
+// are not written (empty). The torch ops this replaces (a ranges construction, two repeat_interleaves, four
+// index_selects and two widenings) each make a pass over N.
 template <typename I, typename J>
 void gather_rows(const int64_t* rating_offsets, const int64_t* rows, const int64_t* row_entity,
                  const int64_t* out_start, const I* other, const float* value, const J* other_row,
@@ -415,10 +416,13 @@ void gather_rows(const int64_t* rating_offsets, const int64_t* rows, const int64
   for (int64_t r = begin; r < end; ++r) {
     const int64_t first = rating_offsets[rows[r]], count = rating_offsets[rows[r] + 1] - first;
     const int64_t o = out_start[r], entity = row_entity[r];
+    if (ratings)
+      for (int64_t j = 0; j < count; ++j) {
+        ratings[o + j] = first + j;
+        rating_row[o + j] = r;
+        rating_entity[o + j] = entity;
+      }
     for (int64_t j = 0; j < count; ++j) {
-      ratings[o + j] = first + j;
-      rating_row[o + j] = r;
-      rating_entity[o + j] = entity;
       other_out[o + j] = static_cast<int64_t>(other[first + j]);
       value_out[o + j] = value[first + j];
       count_out[o + j] = static_cast<float>(count);
@@ -431,7 +435,7 @@ void gather_rows(const int64_t* rating_offsets, const int64_t* rows, const int64
 std::vector<torch::Tensor> gather_ratings(const torch::Tensor& rating_offsets, const torch::Tensor& rows,
                                           const torch::Tensor& row_entity, const torch::Tensor& out_start,
                                           int64_t n, const torch::Tensor& other, const torch::Tensor& value,
-                                          const torch::Tensor& other_row) {
+                                          const torch::Tensor& other_row, bool ids) {
   for (const auto* t : {&rating_offsets, &rows, &row_entity, &out_start})
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kInt64 && t->dim() == 1 && t->is_contiguous(),
                 "gather_ratings: offsets, rows, row entities and output starts must be contiguous 1-D CPU int64");
@@ -441,15 +445,17 @@ std::vector<torch::Tensor> gather_ratings(const torch::Tensor& rating_offsets, c
               "gather_ratings: contiguous other indices and float32 values");
   const bool with_other_row = other_row.defined() && other_row.numel() > 0;
   const auto long_options = rows.options();
-  auto ratings = torch::empty({n}, long_options), rating_row = torch::empty({n}, long_options);
-  auto rating_entity = torch::empty({n}, long_options), other_out = torch::empty({n}, long_options);
+  const int64_t n_ids = ids ? n : 0;
+  auto ratings = torch::empty({n_ids}, long_options), rating_row = torch::empty({n_ids}, long_options);
+  auto rating_entity = torch::empty({n_ids}, long_options), other_out = torch::empty({n}, long_options);
   auto value_out = torch::empty({n}, value.options()), count_out = torch::empty({n}, value.options());
   auto other_row_out = with_other_row ? torch::empty({n}, long_options) : torch::empty({0}, long_options);
   auto run = [&](auto* other_ptr, auto* other_row_ptr) {
     at::parallel_for(0, rows.numel(), kGrainRows, [&](int64_t begin, int64_t end) {
       gather_rows(rating_offsets.data_ptr<int64_t>(), rows.data_ptr<int64_t>(), row_entity.data_ptr<int64_t>(),
                   out_start.data_ptr<int64_t>(), other_ptr, value.data_ptr<float>(), other_row_ptr,
-                  ratings.data_ptr<int64_t>(), rating_row.data_ptr<int64_t>(), rating_entity.data_ptr<int64_t>(),
+                  ids ? ratings.data_ptr<int64_t>() : nullptr, ids ? rating_row.data_ptr<int64_t>() : nullptr,
+                  ids ? rating_entity.data_ptr<int64_t>() : nullptr,
                   other_out.data_ptr<int64_t>(), value_out.data_ptr<float>(), count_out.data_ptr<float>(),
                   with_other_row ? other_row_out.data_ptr<int64_t>() : nullptr, begin, end);
     });

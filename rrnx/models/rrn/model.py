@@ -78,7 +78,10 @@ class SideNetwork(nn.Module):
         if self.embed_ratings is not None:
             other = batch.other  # (N,)
             kernel, cell = resolve_kernel(self.lstm_kernel, other.device)
-            if kernel == "fused" and not weights.requires_grad:  # the compiled weight gradient (RatingBag)
+            if kernel == "fused" and not torch.is_grad_enabled():  # no backward: nothing for RatingBag to keep
+                y = torch.nn.functional.embedding_bag(other, self.embed_ratings.weight, batch.bag_offsets, mode="sum",
+                                                      per_sample_weights=weights)  # (R, E), RatingBag's forward
+            elif kernel == "fused" and not weights.requires_grad:  # the compiled weight gradient (RatingBag)
                 y = RatingBag.apply(self.embed_ratings.weight, other, batch.bag_offsets, batch.rating_row,
                                     weights, cell, self.bag_into_grad)  # (R, E)
             else:

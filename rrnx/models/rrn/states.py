@@ -56,7 +56,8 @@ class RRNStates:
             cell = resolve_kernel(self.hparams.lstm_kernel, lengths.device)[1]
             for chunk in row_budget_batches(lengths, self.hparams.eval_batch_rows, ratings,
                                             self.hparams.eval_batch_ratings):
-                batch = gather(seqs, entities[chunk], cell)
+                # the ratings' ids, rows and entities only for the step statistics (model.py's _step_stats)
+                batch = gather(seqs, entities[chunk], cell, ids=bool(self.hparams.step_stats))
                 hidden, packing = self._hidden(net, seqs, batch)  # (R_b, H) packed time-major
                 rows = ranges(local_start[chunk], lengths[chunk])  # (R_b,) where each local row goes in `after`
                 # projected, then put in local order: each entity's rows land as one run of `after` (the packed
