@@ -17,10 +17,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI (rrnx/threads.
 
 import torch  # noqa: E402
 
-from rrnx.bench import prepare  # noqa: E402
-from rrnx.data.cache import default_cache_dir  # noqa: E402
+from state_cache import bench_model  # noqa: E402 (this folder's state_cache.py)
+
 from rrnx.models.rrn.fused import fused_cell  # noqa: E402
-from rrnx.models.rrn.model import RRN  # noqa: E402
 from rrnx.models.rrn.sequences import entity_ratings, gather, row_budget_batches  # noqa: E402
 from rrnx.training import keep_freed_memory  # noqa: E402
 
@@ -45,11 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    steps = ("2mo", "2mo") if args.preset == "netflix-full" else ("1d", "7d")
-    data, _ = prepare(args.preset, *steps, 0, lambda *_: None, default_cache_dir())
-    model = RRN(data.n_users, data.n_items, pretrain_epochs=0)
-    model.set_data_stats(data.rating_range, data.rating_mean)
-    model.attach(data)
+    _, model = bench_model(args.preset)
     seqs = model._sides[args.side]
     entities = torch.arange(seqs.n_entities)
     batches = row_budget_batches(seqs.lengths, model.hparams.eval_batch_rows, entity_ratings(seqs, entities),

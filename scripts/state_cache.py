@@ -45,6 +45,17 @@ def sgemm_rows(max_rows: int = 3000) -> None:
         print(f"E {embed}, H {hidden}: rows whose product has other bits: {other or 'none'}")
 
 
+def bench_model(preset: str) -> tuple:
+    """The bench's data for `preset` (2-month steps for netflix-full, else 1 day / 7 days; from rrnx's cache,
+    prepared and cached by the first run) and a fresh RRN of the bench's sizes attached to it."""
+    steps = ("2mo", "2mo") if preset == "netflix-full" else ("1d", "7d")
+    data, _ = prepare(preset, *steps, 0, lambda *_: None, default_cache_dir())
+    model = RRN(data.n_users, data.n_items, pretrain_epochs=0)
+    model.set_data_stats(data.rating_range, data.rating_mean)
+    model.attach(data)
+    return data, model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -61,11 +72,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.as_training:
         keep_freed_memory()
-    steps = ("2mo", "2mo") if args.preset == "netflix-full" else ("1d", "7d")
-    data, _ = prepare(args.preset, *steps, 0, lambda *_: None, default_cache_dir())
-    model = RRN(data.n_users, data.n_items, pretrain_epochs=0)
-    model.set_data_stats(data.rating_range, data.rating_mean)
-    model.attach(data)
+    _, model = bench_model(args.preset)
     seqs = model._sides[args.side]
     print(f"{args.side}-state cache ({args.preset}): {seqs.n_active:,} {args.side} steps, {args.threads} thread(s)"
           + (", freed memory kept" if args.as_training else ""))
