@@ -266,7 +266,7 @@ void add_rows(const T* source, const int64_t* source_index, const T* weights, co
     // pair_dots, and only for rows this thread owns: a prefetch-for-write of another thread's row pulls its
     // cache line away from the core writing it (RatingBag's backward ran 3x slower on 2 threads than on 1)
     if (k + kAhead < n && index[k + kAhead] >= low && index[k + kAhead] < high) {
-      const T* from_next = source + source_index[k + kAhead] * E;
+      const T* from_next = source + (source_index ? source_index[k + kAhead] : k + kAhead) * E;
       T* target_next = out + index[k + kAhead] * E;
       __builtin_prefetch(from_next);
       __builtin_prefetch(from_next + E - 1);
@@ -274,7 +274,7 @@ void add_rows(const T* source, const int64_t* source_index, const T* weights, co
       __builtin_prefetch(target_next + E - 1, 1);
     }
     const T w = weights ? weights[k] : T(1);
-    const T* from = source + source_index[k] * E;
+    const T* from = source + (source_index ? source_index[k] : k) * E;
     T* target = out + row * E;
     const int64_t width = BIAS ? E - 1 : E;
 #pragma omp simd
@@ -292,7 +292,9 @@ void add_row_sums(torch::Tensor& out, const torch::Tensor& source_in, const torc
   auto source = source_in.contiguous();
   auto index = index_in.to(torch::kInt64).contiguous();
   auto source_index = source_index_in.to(torch::kInt64).contiguous();
-  TORCH_CHECK(index.numel() == source_index.numel(), "row_sums: one source row per index");
+  const bool identity = source_index.numel() == 0;  // source row k for rating k (pair_dots' saved rows)
+  TORCH_CHECK(identity ? source.size(0) == index.numel() : index.numel() == source_index.numel(),
+              "row_sums: one source row per index");
   const bool weighted = weights_in.numel() > 0;
   auto weights = weighted ? weights_in.to(source.scalar_type()).contiguous() : weights_in;
   TORCH_CHECK(!weighted || weights.numel() == index.numel(), "row_sums: one weight per index");
@@ -306,9 +308,9 @@ void add_row_sums(torch::Tensor& out, const torch::Tensor& source_in, const torc
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
         const int64_t low = n_out * part / parts, high = n_out * (part + 1) / parts;
-        if (bias) add_rows<scalar_t, true>(source.data_ptr<scalar_t>(), source_index.data_ptr<int64_t>(), wp,
+        if (bias) add_rows<scalar_t, true>(source.data_ptr<scalar_t>(), identity ? nullptr : source_index.data_ptr<int64_t>(), wp,
                                            index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, low, high, E);
-        else add_rows<scalar_t, false>(source.data_ptr<scalar_t>(), source_index.data_ptr<int64_t>(), wp,
+        else add_rows<scalar_t, false>(source.data_ptr<scalar_t>(), identity ? nullptr : source_index.data_ptr<int64_t>(), wp,
                                        index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, low, high, E);
       }
     });
@@ -346,7 +348,8 @@ void bag_backward_into(torch::Tensor table, const torch::Tensor& grad, const tor
 //   out[n] = <a[ia[n], :D-1], b[ib[n], :D-1]> + a[ia[n], D-1] + b[ib[n], D-1] + <c[ic[n]], d[id[n]]>
 template <typename T, bool BIAS>
 void pair_dots_rows(const T* a, const int64_t* ia, const T* b, const int64_t* ib, const T* c, const int64_t* ic,
-                    const T* d, const int64_t* id, T* out, int64_t begin, int64_t end, int64_t D, int64_t K) {
+                    const T* d, const int64_t* id, T* out, T* saved, int64_t begin, int64_t end, int64_t D,
+                    int64_t K) {
   for (int64_t n = begin; n < end; ++n) {
     if (n + kAhead < end) {  // the other side's rows are random: ask for them early (a row of 20 floats
       const T* bn = b + ib[n + kAhead] * D;  // spans two cache lines unless aligned: both ends)
@@ -368,6 +371,8 @@ void pair_dots_rows(const T* a, const int64_t* ia, const T* b, const int64_t* ib
 #pragma omp simd reduction(+ : stationary)
     for (int64_t j = 0; j < K; ++j) stationary += cr[j] * dr[j];
     out[n] = dynamic + stationary;
+    if (saved)  // the other side's row, for the backward to read in order instead of at random
+      for (int64_t j = 0; j < D; ++j) saved[n * D + j] = br[j];
   }
 }
 
@@ -377,9 +382,12 @@ void check_table(const torch::Tensor& rows, const torch::Tensor& index, const ch
               "'s index must be 1-D int64");
 }
 
-torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, const torch::Tensor& b_in,
-                        const torch::Tensor& ib_in, const torch::Tensor& c_in, const torch::Tensor& ic_in,
-                        const torch::Tensor& d_in, const torch::Tensor& id_in, bool bias) {
+// Returns out (N,) and, with `save`, the other side's row of every rating (N, D) in rating order: written
+// while the row is in cache, it lets the backward's row sums read in order what it would read at random
+// (at Netflix-full scale the item phase's b is the 845 MB user-state cache).
+std::vector<torch::Tensor> pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, const torch::Tensor& b_in,
+                                     const torch::Tensor& ib_in, const torch::Tensor& c_in, const torch::Tensor& ic_in,
+                                     const torch::Tensor& d_in, const torch::Tensor& id_in, bool bias, bool save) {
   check_table(a_in, ia_in, "a"); check_table(b_in, ib_in, "b"); check_table(c_in, ic_in, "c");
   check_table(d_in, id_in, "d");
   auto a = a_in.contiguous(), b = b_in.contiguous(), c = c_in.contiguous(), d = d_in.contiguous();
@@ -389,15 +397,16 @@ torch::Tensor pair_dots(const torch::Tensor& a_in, const torch::Tensor& ia_in, c
               "pair_dots: mismatched widths or index lengths");
   TORCH_CHECK(!bias || D > 0, "pair_dots: a bias column needs a non-empty state row");
   auto out = torch::empty({n}, a.options());
+  auto saved = save ? torch::empty({n, D}, a.options()) : torch::empty({0, D}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rrnx_pair_dots", [&] {
     at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
       auto rows = bias ? pair_dots_rows<scalar_t, true> : pair_dots_rows<scalar_t, false>;
       rows(a.data_ptr<scalar_t>(), ia.data_ptr<int64_t>(), b.data_ptr<scalar_t>(), ib.data_ptr<int64_t>(),
            c.data_ptr<scalar_t>(), ic.data_ptr<int64_t>(), d.data_ptr<scalar_t>(), id.data_ptr<int64_t>(),
-           out.data_ptr<scalar_t>(), begin, end, D, K);
+           out.data_ptr<scalar_t>(), save ? saved.data_ptr<scalar_t>() : nullptr, begin, end, D, K);
     });
   });
-  return out;
+  return {out, saved};
 }
 
 // RRN's per-rating gather (sequences.gather) in one pass: for a batch's rows (R,) (global row ids, entity-major)

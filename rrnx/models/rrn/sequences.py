@@ -257,20 +257,25 @@ class PairDots(torch.autograd.Function):
     that bounds a Netflix-full epoch). a (n_a, D) and c (n_c, k) take gradients (this side's states and
     factors); b (n_b, D) and d (n_d, k) are the other side's, frozen in the phase; ia, ib, ic, id (N,)
     int64 each rating's row of each table. `bias` (RRN's dynamic_bias): the states' last column is each
-    side's dynamic bias, added to the product of the first D - 1 columns."""
+    side's dynamic bias, added to the product of the first D - 1 columns. When a takes a gradient, the forward
+    also writes each rating's b row in rating order, (N, D), so that the backward's row sums read them in order
+    rather than at random (at Netflix-full scale the item phase's b is the 845 MB user-state cache)."""
 
     @staticmethod
     def forward(ctx, a, ia, b, ib, c, ic, d, id_, cell, bias=False):
-        ctx.save_for_backward(ia, b, ib, ic, d, id_)
-        ctx.cell, ctx.n_rows, ctx.bias = cell, (a.shape[0], c.shape[0]), bias
-        return cell.pair_dots(a, ia, b, ib, c, ic, d, id_, bias)  # (N,)
+        save = ctx.needs_input_grad[0]  # b's rows, saved in rating order for da (pair_dots' `save`)
+        out, saved = cell.pair_dots(a, ia, b, ib, c, ic, d, id_, bias, save)  # (N,), (N, D) or (0, D)
+        ctx.save_for_backward(ia, saved if save else b, ib, ic, d, id_)
+        ctx.cell, ctx.n_rows, ctx.bias, ctx.saved = cell, (a.shape[0], c.shape[0]), bias, save
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         ia, b, ib, ic, d, id_ = ctx.saved_tensors
         wants = ctx.needs_input_grad
-        da = ctx.cell.row_sums(b, ib, grad, ia, ctx.n_rows[0], ctx.bias) if wants[0] else None  # (n_a, D)
+        source_index = ib.new_empty(0) if ctx.saved else ib  # saved rows: row k belongs to rating k
+        da = ctx.cell.row_sums(b, source_index, grad, ia, ctx.n_rows[0], ctx.bias) if wants[0] else None  # (n_a, D)
         dc = ctx.cell.row_sums(d, id_, grad, ic, ctx.n_rows[1], False) if wants[4] else None  # (n_c, k)
         return da, None, None, None, dc, None, None, None, None, None
 
