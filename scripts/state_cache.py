@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from rrnx.bench import prepare  # noqa: E402
+from rrnx.commands.bench import PRESET_GRANULARITY  # noqa: E402
 from rrnx.data.cache import default_cache_dir  # noqa: E402
 from rrnx.models.rrn.model import RRN  # noqa: E402
 from rrnx.training import keep_freed_memory  # noqa: E402
@@ -48,7 +49,7 @@ def sgemm_rows(max_rows: int = 3000) -> None:
 def bench_model(preset: str) -> tuple:
     """The bench's data for `preset` (2-month steps for netflix-full, else 1 day / 7 days; from rrnx's cache,
     prepared and cached by the first run) and a fresh RRN of the bench's sizes attached to it."""
-    steps = ("2mo", "2mo") if preset == "netflix-full" else ("1d", "7d")
+    steps = PRESET_GRANULARITY.get(preset, ("1d", "7d"))  # as `rrnx bench` picks them
     data, _ = prepare(preset, *steps, 0, lambda *_: None, default_cache_dir())
     model = RRN(data.n_users, data.n_items, pretrain_epochs=0)
     model.set_data_stats(data.rating_range, data.rating_mean)

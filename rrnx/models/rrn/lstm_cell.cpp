@@ -305,13 +305,14 @@ void add_row_sums(torch::Tensor& out, const torch::Tensor& source_in, const torc
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_out));
   AT_DISPATCH_FLOATING_TYPES(source.scalar_type(), "rrnx_row_sums", [&] {
     const scalar_t* wp = weighted ? weights.data_ptr<scalar_t>() : nullptr;
+    const int64_t* sp = identity ? nullptr : source_index.data_ptr<int64_t>();
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
         const int64_t low = n_out * part / parts, high = n_out * (part + 1) / parts;
-        if (bias) add_rows<scalar_t, true>(source.data_ptr<scalar_t>(), identity ? nullptr : source_index.data_ptr<int64_t>(), wp,
-                                           index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, low, high, E);
-        else add_rows<scalar_t, false>(source.data_ptr<scalar_t>(), identity ? nullptr : source_index.data_ptr<int64_t>(), wp,
-                                       index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n, low, high, E);
+        if (bias) add_rows<scalar_t, true>(source.data_ptr<scalar_t>(), sp, wp, index.data_ptr<int64_t>(),
+                                           out.data_ptr<scalar_t>(), n, low, high, E);
+        else add_rows<scalar_t, false>(source.data_ptr<scalar_t>(), sp, wp, index.data_ptr<int64_t>(),
+                                       out.data_ptr<scalar_t>(), n, low, high, E);
       }
     });
   });
