@@ -1,6 +1,7 @@
 """Time RRN's per-rating gather over one side's no-grad batches (docs/benchmarks.md, "The per-rating gather
-in one compiled pass"): the torch ops, the compiled `gather_ratings`, and plain slices of the same number of
-ratings (what reading them costs at least), each followed by the `input_norm` weights as the model makes them:
+in one compiled pass"): the torch ops, the compiled `gather_ratings` with and without the ratings' ids, rows
+and entities (`ids=False`: the no-grad passes), and plain slices of the same number of ratings (what reading
+them costs at least), each followed by the `input_norm` weights as the model makes them:
 
     python scripts/gather_cost.py [--preset netflix-full] [--side user] [--threads 2] [--repeats 2]
 
@@ -53,13 +54,14 @@ def main() -> None:
     print(f"{args.side} side ({args.preset}): {int(seqs.rating_offsets[-1]):,} ratings in {len(batches)} batches, "
           f"{args.threads} thread(s)")
     for _ in range(args.repeats):
-        for name, kernel in (("torch ops", None), ("compiled", cell), ("slices", "slices")):
+        for name, kernel, ids in (("torch ops", None, True), ("compiled", cell, True), ("no ids", cell, False),
+                                  ("slices", "slices", True)):
             start = time.perf_counter()
             if kernel == "slices":
                 slices(seqs, len(batches))
             else:
                 for batch in batches:  # each batch's arrays freed before the next, as in the state cache
-                    model._input_weights(gather(seqs, batch, kernel))
+                    model._input_weights(gather(seqs, batch, kernel, ids=ids))
             print(f"  {name:10s} {time.perf_counter() - start:.2f} s")
 
 

@@ -16,6 +16,13 @@
    two scatters) against the compiled `pair_dots` (PairDots): a 6-month user-phase part (1M ratings of
    130k rows; the other side's 365k item states and 16,667 item factors) and a Netflix-full item-phase part
    (2M ratings of 60k rows; the other side's 10.6M user states and 470k user factors); D = k = 20.
+5. the backward's row sums for this side's states (da of PairDots), the other side's rows read at random
+   from its table against the same rows read in rating order as PairDots' forward saves them: 1M ratings
+   into 4,096 rows, from tables of 10,556,426 (Netflix full's user states), 514,420 and 470,234 rows;
+   D = 20 ("The per-rating gather in one compiled pass").
+6. the state cache's write of 200k projected rows (20 floats) into the (10,556,426, 20) table, entities in
+   runs of 20 rows: index_copy_ at the rows in packed order against the rows put in local order first
+   (an index_select) and written as runs ("The per-rating gather in one compiled pass").
 Best of 5 after a warm-up; the largest difference of the two gradients is printed with each pair.
 """
 
@@ -122,6 +129,35 @@ def pair_dots_pair(cell, n_rows: int, n_entities: int, n_other_rows: int, n_othe
             f"factors: torch {ms[0]:.1f} ms, rrnx {ms[1]:.1f} ms ({ms[0] / ms[1]:.1f}x); max difference {diff:.1e}")
 
 
+def saved_rows_pair(cell, n_other_rows: int, generator: torch.Generator) -> str:
+    """da's row sums: the other side's rows at random against the same rows in rating order (saved)."""
+    n, n_rows = 1_000_000, 4096
+    ia = torch.randint(0, n_rows, (n,), generator=generator).sort()[0]  # (N,) this side's row, sorted
+    ib = torch.randint(0, n_other_rows, (n,), generator=generator)  # (N,) the other side's row, random
+    other, grad = torch.randn(n_other_rows, 20, generator=generator), torch.randn(n, generator=generator)
+    saved = other.index_select(0, ib)  # (N, D) what PairDots' forward writes
+    ms = [best_ms(lambda: cell.row_sums(other, ib, grad, ia, n_rows, False)),
+          best_ms(lambda: cell.row_sums(saved, ib.new_empty(0), grad, ia, n_rows, False))]
+    diff = (cell.row_sums(other, ib, grad, ia, n_rows, False)
+            - cell.row_sums(saved, ib.new_empty(0), grad, ia, n_rows, False)).abs().max().item()
+    return (f"row sums of {n:,} ratings from {n_other_rows:,} other rows: at random {ms[0]:.1f} ms, saved in order "
+            f"{ms[1]:.1f} ms ({ms[0] / ms[1]:.1f}x); max difference {diff:.1e}")
+
+
+def cache_write_pair(generator: torch.Generator) -> str:
+    """The state cache's index_copy_: at packed-order rows against local order (runs) after a permute."""
+    table, n = torch.zeros(10_556_426, 20), 200_000
+    starts = torch.randperm(len(table) // 20, generator=generator)[:n // 20] * 20  # entities of 20 rows each
+    rows = (starts[:, None] + torch.arange(20)).reshape(-1)  # (R,) local order: one run per entity
+    packed_position = torch.randperm(n, generator=generator)  # (R,) where local row r sits in packed order
+    unpacked = torch.empty_like(packed_position).index_copy_(0, packed_position, torch.arange(n))
+    projected = torch.randn(n, 20, generator=generator)  # (R, D) in packed order
+    ms = [best_ms(lambda: table.index_copy_(0, rows.index_select(0, unpacked), projected)),
+          best_ms(lambda: table.index_copy_(0, rows, projected.index_select(0, packed_position)))]
+    return (f"state cache write of {n:,} rows: packed order {ms[0]:.1f} ms, local order {ms[1]:.1f} ms "
+            f"({ms[0] / ms[1]:.1f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -139,6 +175,9 @@ def main() -> None:
         print(gather_against_copy(n_table, width, n, sort, generator))
     print(pair_dots_pair(cell, 130_000, 4096, 365_013, 16_667, 1_000_000, generator))
     print(pair_dots_pair(cell, 60_000, 512, 10_556_426, 470_234, 2_000_000, generator))
+    for n_other_rows in (10_556_426, 514_420, 470_234):
+        print(saved_rows_pair(cell, n_other_rows, generator))
+    print(cache_write_pair(generator))
 
 
 if __name__ == "__main__":
