@@ -40,6 +40,31 @@ def test_bench_small_prints_its_figures(capsys, tmp_path):
     assert f"at the first probe's rate, {single:.2f}x" in floor_line
 
 
+def test_bench_builds_the_fused_cell_before_its_clock_starts(monkeypatch):
+    """On a machine's first run the cell's build (about a minute) must not count in the user phase: the
+    bench builds or loads it before training, and its prepare line says how long a build took."""
+    import rrnx.bench
+    from rrnx.errors import RrnxError
+    from rrnx.models.rrn import fused
+
+    events, real = [], fused.fused_cell
+    monkeypatch.setattr(fused, "is_built", lambda: False)  # as on a new machine
+    monkeypatch.setattr(fused, "fused_cell", lambda required=False: events.append("cell") or real(required))
+
+    def fit_model(*_):
+        events.append("fit")
+        raise RrnxError("stopped before training")
+
+    monkeypatch.setattr(rrnx.bench, "fit_model", fit_model)
+    assert main(["bench", "--preset", "small", "--threads", "1"]) == 2
+    assert events == ["cell", "fit"]
+    assert main(["bench", "--preset", "small", "--threads", "1", "--lstm-kernel", "torch"]) == 2
+    assert events == ["cell", "fit", "fit"]  # the pure-torch LSTM: nothing to build
+    line = rrnx.bench.prepare_line({"prepared_cache": "read", "prepared_read_s": 0.1, "cell_build_s": 61.23})
+    assert line.endswith("; the fused LSTM cell built in 61.2 s (before the clock)")
+    assert "cell" not in rrnx.bench.prepare_line({"prepared_cache": "read", "prepared_read_s": 0.1})
+
+
 def test_predict_top_n_and_items(run_dir, capsys):
     assert main(["predict", str(run_dir), "--user", "103", "--top", "3", "--at", "2005-04-01"]) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -94,6 +94,11 @@ def _build():
         torch_logger.setLevel(level)
 
 
+def is_built() -> bool:
+    """Whether this machine's build folder already holds the compiled cell (fused_cell() then only loads it)."""
+    return any((extensions_root() / build_name()).glob(f"{build_name()}*.so"))
+
+
 def fused_cell(required: bool = False):
     """The compiled extension, built at first use; None (and one warning line, once per process) when
     it cannot be built. `required`: raise instead of falling back."""
