@@ -214,7 +214,8 @@ def test_the_compiled_gather_writes_what_the_torch_ops_write(index_dtype):
         for other_rows in (False, True):
             ours, theirs = gather(side, entities, cell, other_rows), gather(side, entities, None, other_rows)
             assert torch.equal(ours.rating_count, take_rows(theirs.ratings_per_row, theirs.rating_row).float())
-            for name in set(RowBatch.__dataclass_fields__) - {"rating_count"}:  # the torch path leaves it to the model
+            # the torch path leaves rating_count to the model; gather never slices (the model does: sliced_ratings)
+            for name in set(RowBatch.__dataclass_fields__) - {"rating_count", "sliced"}:
                 mine, expected = getattr(ours, name), getattr(theirs, name)
                 assert (mine is None) == (expected is None) == (name == "other_row" and not other_rows), name
                 if expected is not None:
@@ -222,7 +223,7 @@ def test_the_compiled_gather_writes_what_the_torch_ops_write(index_dtype):
     assert len(ours.ratings) == 0 and len(gather(side, torch.arange(60), cell).ratings) == n
     slim, full = gather(side, torch.arange(60), cell, ids=False), gather(side, torch.arange(60), cell)
     for name in RowBatch.__dataclass_fields__:  # without ids: those three left out, the rest as before
-        if name in ("ratings", "rating_row", "rating_entity", "other_row"):
+        if name in ("ratings", "rating_row", "rating_entity", "other_row", "sliced"):
             assert getattr(slim, name) is None, name
         else:
             assert torch.equal(getattr(slim, name), getattr(full, name)), name
@@ -336,3 +337,24 @@ def test_an_unknown_lstm_kernel_is_refused(tmp_path):
     data = datamodule(tmp_path, tiny_ratings())
     with pytest.raises(ValueError, match="lstm_kernel must be one of auto, fused, torch, cudnn"):
         tiny_model(data, lstm_kernel="mkl")
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 64])
+def test_partition_order_lists_the_ratings_slice_by_slice_keeping_their_order(blocks):
+    cell = fused.fused_cell(required=True)
+    keys = torch.randint(0, 1000, (5000,), generator=torch.Generator().manual_seed(0))
+    order = cell.partition_order(keys, 1000, blocks)  # (N,)
+    assert torch.equal(order, torch.sort(keys * blocks // 1000, stable=True)[1])  # by slice, then as given
+    with pytest.raises(RuntimeError, match="outside"):
+        cell.partition_order(torch.tensor([0, 1000]), 1000, blocks)
+
+
+def test_take_in_order_takes_every_tensor_in_the_order():
+    cell = fused.fused_cell(required=True)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(10_000, generator=generator)
+    tensors = [torch.randint(0, 99, (10_000,), generator=generator), torch.rand(10_000, generator=generator)]
+    taken = cell.take_in_order(order, tensors)
+    assert len(taken) == 2 and all(torch.equal(t, s[order]) and t.dtype == s.dtype for t, s in zip(taken, tensors))
+    with pytest.raises(RuntimeError, match="outside"):
+        cell.take_in_order(torch.tensor([0, 2]), [torch.zeros(2)])

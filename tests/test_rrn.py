@@ -373,6 +373,40 @@ def test_a_batch_run_in_rating_bounded_parts_has_the_whole_batchs_gradients(tmp_
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in trained)
 
 
+@pytest.mark.parametrize("config", ["paper", "recipe"])
+def test_a_batch_read_in_slices_of_the_other_sides_states_has_the_same_loss_and_gradients(tmp_path, monkeypatch,
+                                                                                           config):
+    import rrnx.models.rrn.model as model_module
+    import rrnx.models.rrn.sequences as sequences
+
+    data = datamodule(tmp_path, tiny_ratings())
+    seen = []  # each part's ratings in the order its per-rating work read them
+    def spy(cell, batch, table, **kwargs):
+        sliced = sequences.sliced_ratings(cell, batch, table, **kwargs)
+        blocks = -(-table.numel() * 4 // 64)  # slices of 64 bytes of the table
+        seen.append(None if sliced is None else sliced.other_row * blocks // len(table))  # (N,) each rating's slice
+        return sliced
+    monkeypatch.setattr(model_module, "sliced_ratings", spy)
+    monkeypatch.setattr(sequences, "SLICE_BYTES", 64)  # slices of 4 rows of the tiny tables
+    for side in ("user", "item"):
+        results = {}
+        for limit in (1 << 40, 0):  # the tiny tables read in rating order, then in slices
+            monkeypatch.setattr(sequences, "LOCALITY_BYTES", limit)
+            model = tiny_model(data, lstm_kernel="fused", part_ratings=60, **CONFIGS[config])
+            model.manual_backward = lambda loss: loss.backward()  # outside a trainer
+            other_before, _ = model._cached_states("item" if side == "user" else "user")
+            entities = torch.randperm(model._sides[side].n_entities, generator=torch.Generator().manual_seed(1))
+            results[limit] = batch_gradients(model, side, entities, other_before)
+        sliced = [s for s in seen if s is not None]
+        assert len(sliced) > 3 and len(sliced) == len(seen) / 2
+        assert all(torch.equal(s, s.sort()[0]) for s in sliced) and any(len(s.unique()) > 1 for s in sliced)
+        seen.clear()
+        (mse, grads), (mse_sliced, grads_sliced) = results.values()
+        assert torch.allclose(mse, mse_sliced, rtol=1e-5)
+        trained = [(a, b) for a, b in zip(grads, grads_sliced) if a is not None]
+        assert len(trained) >= 8 and all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in trained)
+
+
 def test_no_grad_passes_bounded_by_ratings_give_the_same_states(tmp_path, monkeypatch):
     import rrnx.models.rrn.states as states
     from rrnx.models.rrn.sequences import entity_ratings, row_budget_batches

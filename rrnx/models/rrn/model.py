@@ -29,7 +29,7 @@ from rrnx.models.rrn.base_model import base_scores, build_base, side_base, train
 from rrnx.models.rrn.lstm import LSTM_KERNELS, packed_lstm, resolve_kernel
 from rrnx.models.rrn.sequences import (OTHER_SIDE, SIDES, Packing, PairDots, RatingBag, RowBatch, SideTensors,
                                        entity_ratings, gather, length_sorted_batches, pack, permute_rows,
-                                       rating_bounded_parts, ratings_frame_arrays, take_rows,
+                                       rating_bounded_parts, ratings_frame_arrays, sliced_ratings, take_rows,
                                        training_sides)
 from rrnx.models.rrn.states import RRNStates
 
@@ -71,10 +71,12 @@ class SideNetwork(nn.Module):
             nn.init.zeros_(self.project.bias[dynamic_dim:])  # the dynamic bias starts at 0
 
     def forward(self, side: SideTensors, batch: RowBatch, weights: torch.Tensor,
-                stats: torch.Tensor | None = None) -> tuple[torch.Tensor, Packing]:
+                stats: torch.Tensor | None = None,
+                sliced_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, Packing]:
         """Hidden state after each row of the batch, (R, H), in the LSTM's time-major packed order (local row
         r is at packing.packed_position[r]: the callers index it there instead of permuting it back);
-        `stats` (R, 2): extra context columns."""
+        `stats` (R, 2): extra context columns; `sliced_weights` (N,): `weights` in batch.sliced's order, for
+        RatingBag's backward."""
         if self.embed_ratings is not None:
             other = batch.other  # (N,)
             kernel, cell = resolve_kernel(self.lstm_kernel, other.device)
@@ -82,8 +84,10 @@ class SideNetwork(nn.Module):
                 y = torch.nn.functional.embedding_bag(other, self.embed_ratings.weight, batch.bag_offsets, mode="sum",
                                                       per_sample_weights=weights)  # (R, E), RatingBag's forward
             elif kernel == "fused" and not weights.requires_grad:  # the compiled weight gradient (RatingBag)
+                sliced = (None if sliced_weights is None
+                          else (batch.sliced.other, batch.sliced.rating_row, sliced_weights))  # (N,) each
                 y = RatingBag.apply(self.embed_ratings.weight, other, batch.bag_offsets, batch.rating_row,
-                                    weights, cell, self.bag_into_grad)  # (R, E)
+                                    weights, cell, self.bag_into_grad, sliced)  # (R, E)
             else:
                 y = self.embed_ratings(other, batch.bag_offsets, per_sample_weights=weights)  # (R, E)
         else:
@@ -382,7 +386,8 @@ class RRN(RRNStates, RatingModel):
 
     def _hidden(self, net: SideNetwork, side: SideTensors, batch: RowBatch) -> tuple[torch.Tensor, Packing]:
         """eqs. (5)-(6): the hidden state after each row of the batch, (R, H), packed time-major, and the packing."""
-        return net(side, batch, self._input_weights(batch), self._step_stats(side, batch))
+        sliced = None if batch.sliced is None else self._input_weights(batch.sliced)  # (N,) RatingBag's backward
+        return net(side, batch, self._input_weights(batch), self._step_stats(side, batch), sliced)
 
     def _dynamic_score(self, user_state: torch.Tensor, item_state: torch.Tensor) -> torch.Tensor:
         """<W_user u_it + b_user, W_movie m_jt + b_movie> of eq. (7) (+ the two dynamic biases), (N,)."""
@@ -489,7 +494,7 @@ class RRN(RRNStates, RatingModel):
         net.bag_into_grad = True  # each part's embedding gradient adds into the first part's .grad in place
         try:
             for part in parts:
-                pred, target, reg = self.phase_forward(side, part, other_before, n)
+                pred, target, reg = self.phase_forward(side, part, other_before, n, locality=True)
                 squared = ((pred - target) ** 2).sum()
                 self.manual_backward(squared / n + reg)
                 squared_sum += squared.detach()
@@ -536,21 +541,29 @@ class RRN(RRNStates, RatingModel):
             # torch's sparse kernels (to_dense, SGD's add_) then corrupt the heap (torch 2.13, a batch of 1)
             p.grad = torch.sparse_coo_tensor(index, rows.clone(memory_format=torch.contiguous_format), p.shape)
 
-    def phase_forward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor, n_ratings: int | None = None):
+    def phase_forward(self, side: str, entities: torch.Tensor, other_before: torch.Tensor, n_ratings: int | None = None,
+                      locality: bool = False):
         """Predictions of every training rating of `entities` from states before its step: this side's
         with gradients, the other side's from the frozen cache. Returns (pred (N,), target (N,), reg).
         `n_ratings`: the rating count the loss is divided by, when `entities` are part of a larger batch
-        (None: their own)."""
+        (None: their own). `locality`: pred and target may come in slices of a large other_before
+        (sequences.sliced_ratings) instead of in rating order (the training loss, which only sums them)."""
         seqs = self._sides[side]
         kernel, cell = resolve_kernel(self.hparams.lstm_kernel, entities.device)
         batch = gather(seqs, entities, cell, other_rows=True)
+        if locality and kernel == "fused":
+            batch.sliced = sliced_ratings(cell, batch, other_before, ratings=self.base_model is not None)
         net = self._net(side)
         hidden, packing = self._hidden(net, seqs, batch)  # (R, H) packed time-major
         states, previous = net.dynamic_before(batch, hidden, packing)  # (R + 1, D), (R,)
-        # (N,) this side's state before each rating: previous[rating_row], ratings being row-major
-        own_row = torch.repeat_interleave(previous, batch.ratings_per_row, output_size=len(batch.ratings))
-        other_row = batch.other_row  # (N,) the other side's, in other_before
-        rating_entity = batch.rating_entity  # (N,) local entity
+        ordered = batch if batch.sliced is None else batch.sliced  # the per-rating work's order
+        if batch.sliced is None:  # (N,) this side's state before each rating: previous[rating_row], row-major
+            own_row = torch.repeat_interleave(previous, batch.ratings_per_row, output_size=len(batch.ratings))
+            rating_entity = batch.rating_entity  # (N,) local entity
+        else:
+            own_row = previous.index_select(0, ordered.rating_row)  # (N,)
+            rating_entity = batch.row_entity.index_select(0, ordered.rating_row)  # (N,)
+        other_row = ordered.other_row  # (N,) the other side's, in other_before
         per_entity = torch.zeros(len(entities), device=entities.device).index_add_(
             0, batch.row_entity, batch.ratings_per_row.float())  # (B,)
         n = len(batch.ratings) if n_ratings is None else n_ratings
@@ -558,7 +571,7 @@ class RRN(RRNStates, RatingModel):
         own = self._factors(side)(entities)  # (B, k)
         if own.requires_grad:
             own.register_hook(lambda g: g * scale[:, None])
-        other_idx = batch.other  # (N,)
+        other_idx = ordered.other  # (N,)
         other_factors = self._factors(OTHER_SIDE[side]).weight.detach()  # (n_other, k) frozen
         if kernel == "fused":  # the same sums in one compiled pass (PairDots)
             pred = PairDots.apply(states, own_row, other_before, other_row, own, rating_entity, other_factors,
@@ -571,7 +584,7 @@ class RRN(RRNStates, RatingModel):
             pred = self._dynamic_score(user_dynamic, item_dynamic) + stationary + self.mean_offset  # (N,)
         base = self._rating_base(seqs)
         if base is not None:
-            pred = pred + take_rows(base, batch.ratings)  # (N,) the frozen base under eq. (7)
+            pred = pred + take_rows(base, ordered.ratings)  # (N,) the frozen base under eq. (7)
         reg = (per_entity * own.pow(2).sum(-1)).sum()  # per rating, as PMF
         per_entity_reg = 0.0
         if self.hparams.biases:
@@ -584,7 +597,7 @@ class RRN(RRNStates, RatingModel):
                 reg = reg + (per_entity * own_bias[:, 0] ** 2).sum()
             else:  # per entity: bias_reg * b^2 whatever its rating count (Koren's baseline predictors)
                 per_entity_reg = self.hparams.bias_reg * (own_bias[:, 0] ** 2).sum()
-        return pred, batch.value, (self.hparams.reg * reg + per_entity_reg) / n
+        return pred, ordered.value, (self.hparams.reg * reg + per_entity_reg) / n
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def on_validation_epoch_start(self) -> None:

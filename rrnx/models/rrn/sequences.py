@@ -109,6 +109,7 @@ class RowBatch:
     value: torch.Tensor  # (N,) float32 each rating's value
     other_row: torch.Tensor | None = None  # (N,) int64 each rating's row on the other side (gather's other_rows)
     rating_count: torch.Tensor | None = None  # (N,) float32 ratings_per_row of each rating's row (compiled gather)
+    sliced: "RowBatch | None" = None  # the ratings in slices of the other side's table (sliced_ratings)
 
     @property
     def last_row(self) -> torch.Tensor:
@@ -146,6 +147,30 @@ def gather(side: SideTensors, entities: torch.Tensor, cell=None, other_rows: boo
     return RowBatch(entities, lengths, rows, row_entity, position, ratings, rating_row,
                     take_rows(row_entity, rating_row), bag_offsets, r_lengths, take_index(side.other, ratings),
                     take_rows(side.value, ratings), take_index(side.other_row, ratings) if other_rows else None)
+
+
+# The other side's state table above which a training batch reads it slice by slice (sliced_ratings); below,
+# the table mostly stays in the cache and the reads are fast in rating order (docs/benchmarks.md,
+# "Reading the other side's tables slice by slice").
+LOCALITY_BYTES = 64 << 20
+SLICE_BYTES = 8 << 20  # about one slice of the table, and of the tables it maps onto, in the last-level cache
+
+
+def sliced_ratings(cell, batch: RowBatch, table: torch.Tensor, ratings: bool = False) -> RowBatch | None:
+    """The batch's ratings in the order in which its per-rating work reads `table` (n_rows, D), the other
+    side's states at `batch.other_row`: slice by slice (lstm_cell.cpp's partition_order, stable within a
+    slice). A RowBatch whose per-rating fields other, other_row, value and rating_row (and with `ratings`,
+    the rating ids) are in that order; its rows are the batch's. None when the table is small enough to read
+    in rating order, or without the compiled cell or on a GPU. The other side's rows are entity-major, so a
+    slice of them also holds a slice of its entities' factors, biases and rating-embedding rows: PairDots and
+    RatingBag's backward read and write all of these in slices."""
+    size = table.numel() * table.element_size()
+    if cell is None or batch.other_row is None or table.device.type != "cpu" or size <= LOCALITY_BYTES:
+        return None
+    order = cell.partition_order(batch.other_row, table.shape[0], min(1024, -(-size // SLICE_BYTES)))  # (N,)
+    fields = ["rating_row", "other", "other_row", "value"] + (["ratings"] if ratings else [])
+    taken = dict(zip(fields, cell.take_in_order(order, [getattr(batch, f) for f in fields])))  # (N,) each
+    return replace(batch, rating_entity=None, rating_count=None, **{"ratings": None, **taken})
 
 
 @dataclass
@@ -231,11 +256,13 @@ class RatingBag(torch.autograd.Function):
     gradient (they are data). into_grad: `weight` is a leaf whose gradient only .backward() wants (RRN's
     training, batch parts): when it already holds a dense .grad, the backward adds into that in place and
     returns none (autograd would add a fresh (n_other, E) table to it: one zeroed table and one table-sized
-    add per part; at Netflix-full scale the item network's is 470k x 40)."""
+    add per part; at Netflix-full scale the item network's is 470k x 40). sliced: the same ratings' index, bag
+    and weights in another order (sliced_ratings), in which the backward adds them into the gradient table
+    (the same sums up to float rounding: a table row's ratings may be added in another order)."""
 
     @staticmethod
-    def forward(ctx, weight, index, offsets, bag, weights, cell, into_grad=False):
-        ctx.save_for_backward(index, bag, weights)
+    def forward(ctx, weight, index, offsets, bag, weights, cell, into_grad=False, sliced=None):
+        ctx.save_for_backward(*(sliced or (index, bag, weights)))
         ctx.cell, ctx.n_rows, ctx.weight = cell, weight.shape[0], weight if into_grad else None
         return torch.nn.functional.embedding_bag(index, weight, offsets, mode="sum", per_sample_weights=weights)
 
@@ -246,8 +273,8 @@ class RatingBag(torch.autograd.Function):
         table = ctx.weight.grad if ctx.weight is not None else None
         if table is not None and table.layout == torch.strided and table.is_contiguous():
             ctx.cell.bag_backward_into(table, grad, index, bag, weights)
-            return None, None, None, None, None, None, None
-        return ctx.cell.bag_backward(grad, index, bag, weights, ctx.n_rows), None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
+        return ctx.cell.bag_backward(grad, index, bag, weights, ctx.n_rows), None, None, None, None, None, None, None
 
 
 class PairDots(torch.autograd.Function):
