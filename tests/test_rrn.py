@@ -373,11 +373,15 @@ def test_a_batch_run_in_rating_bounded_parts_has_the_whole_batchs_gradients(tmp_
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in trained)
 
 
-@pytest.mark.parametrize("config", ["paper", "recipe"])
+@pytest.mark.parametrize("config", ["paper", "recipe", "base"])
 def test_a_batch_read_in_slices_of_the_other_sides_states_has_the_same_loss_and_gradients(tmp_path, monkeypatch,
                                                                                            config):
     import rrnx.models.rrn.model as model_module
     import rrnx.models.rrn.sequences as sequences
+    from rrnx.models.rrn.base_model import train_base
+
+    settings = ({"biases": True, "base": {"name": "timesvdpp", "dim": 3, "n_bins": 4}} if config == "base"
+                else CONFIGS[config])  # base: the rating ids travel with the slices (each rating's base)
 
     data = datamodule(tmp_path, tiny_ratings())
     seen = []  # each part's ratings in the order its per-rating work read them
@@ -392,7 +396,9 @@ def test_a_batch_read_in_slices_of_the_other_sides_states_has_the_same_loss_and_
         results = {}
         for limit in (1 << 40, 0):  # the tiny tables read in rating order, then in slices
             monkeypatch.setattr(sequences, "LOCALITY_BYTES", limit)
-            model = tiny_model(data, lstm_kernel="fused", part_ratings=60, **CONFIGS[config])
+            model = tiny_model(data, lstm_kernel="fused", part_ratings=60, **settings)
+            if config == "base":
+                train_base(model.base_model, data, 2)
             model.manual_backward = lambda loss: loss.backward()  # outside a trainer
             other_before, _ = model._cached_states("item" if side == "user" else "user")
             entities = torch.randperm(model._sides[side].n_entities, generator=torch.Generator().manual_seed(1))
