@@ -6,8 +6,9 @@ alternating in one process on the bench's data (read from rrnx's cache, or prepa
 
 Each round runs the first `--batches` batches of the phase (the bench's batch sizes: 4,096 users, 512 items;
 forward and backward of eq. (8) as training runs them, in rating-bounded parts) in rating order, then in
-slices; the other side's state cache is computed once. `--locality-bytes`: the table size above which "slices" slices (default: RRN's own
-LOCALITY_BYTES; 0 slices any table, e.g. the user phase's 41 MB item-state table at Netflix-full scale).
+slices; the other side's state cache is computed once. `--locality-bytes`: the table size above which
+"slices" slices (default: RRN's own LOCALITY_BYTES; 0 slices any table, e.g. the user phase's 41 MB
+item-state table at Netflix-full scale).
 For another commit (which has no slices), use `scripts/bench_at.sh` and compare whole epochs instead.
 """
 

@@ -45,11 +45,11 @@ def test_bench_builds_the_fused_cell_before_its_clock_starts(monkeypatch):
     bench builds or loads it before training, and its prepare line says how long a build took."""
     import rrnx.bench
     from rrnx.errors import RrnxError
-    from rrnx.models.rrn import fused
+    from rrnx.models.rrn import fused, lstm
 
     events, real = [], fused.fused_cell
     monkeypatch.setattr(fused, "is_built", lambda: False)  # as on a new machine
-    monkeypatch.setattr(fused, "fused_cell", lambda required=False: events.append("cell") or real(required))
+    monkeypatch.setattr(lstm, "fused_cell", lambda required=False: events.append("cell") or real(required))
 
     def fit_model(*_):
         events.append("fit")

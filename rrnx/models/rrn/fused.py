@@ -81,7 +81,7 @@ def _build():
         temporary = directory / f".{SOURCE.name}.{os.getpid()}"
         temporary.write_bytes(SOURCE.read_bytes())
         os.replace(temporary, source)
-    if not any(directory.glob(f"{name}*.so")):
+    if not is_built():
         print(f"rrnx: building the fused LSTM cell in {directory} (once per machine, about a minute)",
               file=sys.stderr, flush=True)
     # torch logs its own multi-line warnings about an unexpected compiler; rrnx says one line when the build fails
