@@ -314,6 +314,14 @@ def test_the_build_folder_changes_with_the_source(tmp_path, monkeypatch):
     assert fused.build_name() != before and fused.build_name().startswith("rrnx_lstm_")
 
 
+
+def test_each_torch_installation_has_its_own_build_folder(monkeypatch):
+    """torch's build.ninja names torch's header folder: a second virtual environment sharing the build folder
+    rewrote it, and ninja rebuilt the cell (a silent minute) every time the other environment had run."""
+    before = fused.build_name()
+    monkeypatch.setattr(torch, "__file__", "/elsewhere/venv/lib/python3.11/site-packages/torch/__init__.py")
+    assert fused.build_name() != before
+
 @needs_compiler
 @pytest.mark.parametrize("side", ["user", "item"])
 @pytest.mark.parametrize("dynamic_bias", [False, True])

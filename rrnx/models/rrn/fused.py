@@ -1,12 +1,13 @@
-"""The fused LSTM cell (lstm_cell.cpp): built once per machine with torch.utils.cpp_extension at first
+"""The fused LSTM cell (lstm_cell.cpp): built once per machine and environment with torch.utils.cpp_extension at first
 use, loaded from the build cache after that; where it cannot be built (no compiler, no ninja, a
 failed build) RRN falls back to the pure-torch LSTM with one warning line.
 
 Build cache: $TORCH_EXTENSIONS_DIR if set, else $XDG_CACHE_HOME/rrnx/extensions (~/.cache/rrnx/...).
 The folder name holds a hash of the source, the flags, torch's version and this CPU's instruction
-set (the build uses -march=native), so two checkouts or two machines sharing a home folder never
-load each other's build, and it compiles its own copy of the source, so checkouts of the same source
-share one build; two processes building at once are serialised by torch's lock file in that folder
+set (the build uses -march=native), and the torch installation it compiles against, so two checkouts,
+two virtual environments or two machines sharing a home folder never load or rebuild each other's build,
+and it compiles its own copy of the source, so checkouts of the same source in one environment share one
+build; two processes building at once are serialised by torch's lock file in that folder
 (the second waits, then loads the first one's build).
 """
 
@@ -53,10 +54,18 @@ def _cpu_signature() -> str:
     return platform.machine() + platform.processor()
 
 
+def _include_dirs() -> str:
+    """The folders torch's build.ninja names (torch's headers, Python's): ninja rebuilds when they change, so two
+    virtual environments sharing one build folder would each rebuild it, silently, whenever the other had run."""
+    import sysconfig
+
+    return f"{Path(torch.__file__).parent}\n{sysconfig.get_paths()['include']}"
+
+
 def build_name() -> str:
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(CFLAGS).encode(), torch.__version__.encode(),
-                 sys.version.encode(), _cpu_signature().encode()):
+                 sys.version.encode(), _cpu_signature().encode(), _include_dirs().encode()):
         digest.update(part)
     return f"rrnx_lstm_{digest.hexdigest()[:12]}"
 
@@ -82,7 +91,7 @@ def _build():
         temporary.write_bytes(SOURCE.read_bytes())
         os.replace(temporary, source)
     if not is_built():
-        print(f"rrnx: building the fused LSTM cell in {directory} (once per machine, about a minute)",
+        print(f"rrnx: building the fused LSTM cell in {directory} (once per machine and environment, about a minute)",
               file=sys.stderr, flush=True)
     # torch logs its own multi-line warnings about an unexpected compiler; rrnx says one line when the build fails
     torch_logger = logging.getLogger("torch.utils.cpp_extension")
