@@ -22,6 +22,7 @@ from rrnx.rundir import RunDir
     ("--data.batch_size=0", "data.batch_size: must be at least 1"),
     ("--data.scale=[1]", "data.scale: expected [min, max]"),
     ("--data.scale=[5, 1]", "data.scale: expected [min, max]"),
+    ("--data.format=synthetic", "is set, but data.format is synthetic, which generates its ratings"),  # path ignored
     ("--trainer.accelerator=gpu", "trainer: "),
 ])
 def test_a_bad_value_is_one_line_and_writes_no_run(tmp_path, capsys, override, message):

@@ -20,6 +20,7 @@ from lightning.fabric.utilities.data import AttributeDict
 from rrnx.data.batches import Batches
 from rrnx.data.cache import release_heap_memory
 from rrnx.data.prepared import Prepared, entry_path, lineage_key, prepared_key, read_prepared, write_prepared
+from rrnx.data.readers import FORMATS
 from rrnx.data.sources import resolve_source
 from rrnx.data.split import Split, time_split, to_timestamp
 from rrnx.data.steps import Granularity, StepSequences, build_sequences, link_sides
@@ -28,8 +29,12 @@ from rrnx.errors import RrnxError
 BATCH_KEYS = ("user", "item", "rating", "timestamp")
 
 
-def _check_settings(batch_size: int, scale: list | None) -> None:
+def _check_settings(batch_size: int, scale: list | None, path, format: str) -> None:
     """Values whose types are right but whose meaning is not: refused before any data loads."""
+    if format == "synthetic" and path is not None:  # the file would be ignored and the run trained on generated data
+        raise RrnxError(f"data.path: {path} is set, but data.format is synthetic, which generates its ratings and "
+                        f"reads no file; to train on the file set data.format (auto, {', '.join(FORMATS)}), or drop "
+                        "data.path")
     if batch_size < 1:
         raise RrnxError(f"data.batch_size: must be at least 1, got {batch_size}")
     if scale is not None:
@@ -43,7 +48,7 @@ class TemporalDataModule:
     """Loads ratings, splits them strictly by time (paper, Table 1) and buckets them into steps.
 
     Args:
-        path: ratings file or directory (not used when format is `synthetic`); `rrnx:NAME` is a data set
+        path: ratings file or directory (refused when format is `synthetic`); `rrnx:NAME` is a data set
             shipped with rrnx (`rrnx:movietweetings-100k`).
         format: reader name (netflix, movielens, movietweetings, csv, parquet), `auto`, or `synthetic`.
         synthetic: generator parameters when format is `synthetic`, e.g. {preset: small, seed: 0}.
@@ -75,7 +80,7 @@ class TemporalDataModule:
         given = {k: v for k, v in locals().items() if k != "self"}
         settings, _ = resolve_source(given)  # keys it removes default to None
         self.hparams = AttributeDict({key: settings.get(key) for key in given})  # the data: section, as it runs
-        _check_settings(batch_size, scale)
+        _check_settings(batch_size, scale, self.hparams.path, self.hparams.format)
         self.split: Split | None = None
         self.truth: dict | None = None
         # the prepared-data cache: "read" (split and buckets read back), "written", "not written", or
