@@ -155,6 +155,17 @@ def test_bench_recipe_times_the_recipes_rrn_settings(monkeypatch, tmp_path, caps
     assert "model.dimm: unknown key for model 'rrn'" in err and "Traceback" not in err and len(seen) == 3
 
 
+
+@pytest.mark.parametrize("flag", ["--epochs", "--threads", "--user-batch-size", "--item-batch-size"])
+def test_bench_refuses_counts_below_one(monkeypatch, capsys, flag):
+    """--threads 0 used to mean the default silently, a batch size of -1 a crash in the middle of the run."""
+    import rrnx.bench
+
+    monkeypatch.setattr(rrnx.bench, "run_bench", lambda *a, **k: pytest.fail("the bench ran"))
+    assert main(["bench", "--preset", "small", flag, "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be at least 1, got 0" in err and len(err.strip().splitlines()) == 1
+
 @pytest.mark.slow
 def test_bench_reads_the_generated_data_from_the_cache_on_a_rerun(capsys):
     """conftest gives each test its own $RRNX_CACHE: the first run generates, the second reads."""
