@@ -17,13 +17,39 @@ from rrnx.errors import RecipeError
 from rrnx.config import SECTIONS
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml's safe loader, except that a date-shaped value that is no date (2005-13-01) stays a string for
+    the key's own check to name, where the safe loader raised a bare ValueError (a traceback)."""
+
+
+def _timestamp(loader, node):
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
+def load_value(raw: str):
+    """A command-line value read as YAML (`80`, `true`, `[1, 5]`, `2013-08-01`);
+    the text itself where it is not valid YAML; None for an empty value."""
+    if raw == "":
+        return None
+    try:
+        return yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError:
+        return raw
+
+
 def read_yaml(path: str | Path, kind: str = "recipe") -> dict:
     """A YAML mapping from a file; a missing file or a YAML error is one line naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: {kind} file not found")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        content = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -76,11 +102,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, object]]:
                 raise RecipeError(f"{arg}: missing value")
             key, raw = arg[2:], args[i + 1]
             i += 1
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        pairs.append((key, value))
+        pairs.append((key, load_value(raw)))
         i += 1
     return pairs
 

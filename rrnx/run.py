@@ -154,7 +154,7 @@ def require_one_process(role: Role, command: str) -> None:
 def default_run_dir(recipe: dict) -> Path:
     from rrnx.config import default_out
 
-    return default_out(recipe["model"]["name"])
+    return default_out(recipe["model"].get("name") or "run")  # no name: complete_recipe says so before any write
 
 
 def fit(recipe: dict, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,

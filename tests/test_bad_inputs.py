@@ -22,6 +22,7 @@ from rrnx.rundir import RunDir
     ("--data.batch_size=0", "data.batch_size: must be at least 1"),
     ("--data.scale=[1]", "data.scale: expected [min, max]"),
     ("--data.scale=[5, 1]", "data.scale: expected [min, max]"),
+    ("--data.test_start=2010-13-01", "data.test_start: cannot read '2010-13-01' as a date"),  # was a traceback
     ("--data.format=synthetic", "is set, but data.format is synthetic, which generates its ratings"),  # path ignored
     ("--trainer.accelerator=gpu", "trainer: "),
 ])
@@ -36,6 +37,21 @@ def test_a_bad_value_is_one_line_and_writes_no_run(tmp_path, capsys, override, m
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not RunDir(run_dir).is_run()  # nothing written that a later run would trust
 
+
+
+def test_a_recipe_file_without_a_model_name_or_with_a_date_that_is_none_is_one_line(tmp_path, capsys, monkeypatch):
+    """Both were tracebacks: a KeyError naming the default run folder, a ValueError from yaml's date reader."""
+    monkeypatch.chdir(tmp_path)
+    text = tiny_csv_recipe(tmp_path).read_text()
+    for edit, message in ((text.replace("  name: pmf\n", "  dim: 4\n"), "model.name is required"),
+                          (text.replace("test_start: 2010-03-10", "test_start: 2010-02-30"),
+                           "data.test_start: cannot read '2010-02-30' as a date")):
+        recipe = tmp_path / "edited.yaml"
+        recipe.write_text(edit)
+        assert main(["fit", str(recipe)]) == EXIT_REFUSED
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
