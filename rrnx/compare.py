@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from rrnx.errors import RecipeError, RrnxError
 from rrnx.loggers import summary_run
+from rrnx.recipe import load_value
 from rrnx.tune import tune_model, write_tuned
 
 COLUMNS = ["model", "test_rmse", "val_rmse", "params", "size_bytes", "train_seconds", "best_epoch",
@@ -67,7 +67,7 @@ def parse_models(spec: str) -> list[tuple[str, dict]]:
             if not sep or not key:
                 raise RecipeError(f"--models: {item!r}: settings look like name:key=value[:key=value], "
                                   f"e.g. pmf:dim=160:reg=0.01")
-            settings[key] = yaml.safe_load(raw) if raw else None
+            settings[key] = load_value(raw)
         models.append((name, settings))
     if not models:
         raise RecipeError("--models: no model named; e.g. --models pmf,timesvdpp,autorec-i,autorec-u")
@@ -126,9 +126,21 @@ def compare(recipe: dict, models: list[tuple[str, dict]] | None = None, out_dir:
     if tune is not None and tune < 1:
         raise RecipeError(f"--tune {tune}: the budget is a number of trials per model, at least 1")
     out = Path(out_dir) if out_dir else default_out_dir()
+    check_settings(recipe, plans)
     if tune:
         check_tunable(plans)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return compare_into(out, recipe, plans, notes, source, command, quiet, tune)
+    except BaseException:
+        if created and not any(out.iterdir()):  # refused before any model's run began: leave no empty folder
+            out.rmdir()
+        raise
+
+
+def compare_into(out: Path, recipe: dict, plans: list, notes: list, source: str | None, command: str, quiet: bool,
+                 tune: int | None) -> pd.DataFrame:
     group = recipe["logger"].get("group") or out.resolve().name
     say = (lambda *a: None) if quiet else print
     for note in [source] if source else []:
@@ -167,6 +179,16 @@ def model_class(name: str) -> type:
     from rrnx.registry import discover
 
     return discover()[name].cls
+
+
+def check_settings(recipe: dict, plans: list[ModelPlan]) -> None:
+    """Every model's settings checked for their types before the first model trains: a bad value of the
+    last model would otherwise be found after all the others had run."""
+    from rrnx.config import complete_recipe
+    from rrnx.recipe import normalize
+
+    for plan in plans:
+        complete_recipe(normalize({**recipe, "model": plan.section}))
 
 
 def check_tunable(plans: list[ModelPlan]) -> None:

@@ -50,6 +50,16 @@ def test_cli_unknown_model_fails_before_training(tmp_path, capsys):
     assert not (tmp_path / "out" / "pmf").exists()
 
 
+
+def test_a_bad_value_of_the_last_model_fails_before_the_first_trains(tmp_path, capsys):
+    """Types were checked model by model as each began: a typo in the seventh model's settings surfaced after
+    the first six had trained. And a refused compare leaves no empty output folder behind."""
+    out = tmp_path / "out"
+    argv = ["compare", str(tiny_recipe(tmp_path)), "--models", "pmf,biasedmf:reg=abc", "--out", str(out)]
+    assert main(argv) == 2
+    assert "model.reg: expected float, got 'abc'" in capsys.readouterr().err
+    assert not out.exists()
+
 def test_compare_writes_table_and_figure_and_reuses_runs(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["compare", str(tiny_recipe(tmp_path)), "--models", "pmf,autorec-u:hidden=8", "--out", str(out),
