@@ -170,7 +170,7 @@ def complete_recipe(recipe: dict) -> tuple[dict, type]:
             "model": {"name": recipe["model"]["name"], **complete_section("model", model, cls)},
             "trainer": complete_section("trainer", {**TRAINER_DEFAULTS, **recipe["trainer"]}),
             "logger": complete_section("logger", recipe["logger"])}
-    for key in ("num_threads", "early_stopping_patience"):
+    for key in ("max_epochs", "num_threads", "early_stopping_patience"):  # max_epochs 0 trained nothing, then failed
         value = done["trainer"][key]
         if value is not None and value < 1:
             raise RecipeError(f"trainer.{key}: must be at least 1 (or null), got {value}")

@@ -19,6 +19,7 @@ from rrnx.rundir import RunDir
     ("--trainer.max_epochs=abc", "trainer.max_epochs: expected int or null"),
     ("--trainer.seed=abc", "trainer.seed: expected int"),
     ("--trainer.num_threads=-2", "trainer.num_threads: must be at least 1"),
+    ("--trainer.max_epochs=0", "trainer.max_epochs: must be at least 1"),  # left a run folder that trained nothing
     ("--data.batch_size=0", "data.batch_size: must be at least 1"),
     ("--data.scale=[1]", "data.scale: expected [min, max]"),
     ("--data.scale=[5, 1]", "data.scale: expected [min, max]"),
