@@ -108,7 +108,8 @@ def check_trainer(trainer_cfg: dict) -> Role:
     quiet_lightning()  # sweeps check their trial recipe here, before fit() has quietened Lightning
     try:
         trainer = L.Trainer(**{**trainer_cfg, "logger": False, "enable_checkpointing": False})
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
+    # ImportError: an accelerator whose package is missing (tpu: torch_xla)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as exc:
         raise RrnxError(f"trainer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     check_launcher(trainer)
     return role_of(trainer)

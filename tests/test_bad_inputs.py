@@ -26,12 +26,17 @@ from rrnx.rundir import RunDir
     ("--data.test_start=2010-13-01", "data.test_start: cannot read '2010-13-01' as a date"),  # was a traceback
     ("--data.format=synthetic", "is set, but data.format is synthetic, which generates its ratings"),  # path ignored
     ("--trainer.accelerator=gpu", "trainer: "),
+    ("--trainer.accelerator=tpu", "trainer: "),  # torch_xla missing: was a ModuleNotFoundError traceback
 ])
 def test_a_bad_value_is_one_line_and_writes_no_run(tmp_path, capsys, override, message):
     if override == "--trainer.accelerator=gpu":
         import torch
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
+    if override == "--trainer.accelerator=tpu":
+        import importlib.util
+        if importlib.util.find_spec("torch_xla") is not None:
+            pytest.skip("this machine has torch_xla")
     run_dir = tmp_path / "run"
     assert main(["fit", str(tiny_csv_recipe(tmp_path)), "--run-dir", str(run_dir), override]) == EXIT_REFUSED
     err = capsys.readouterr().err
