@@ -70,6 +70,8 @@ def finished(tmp_path_factory):
 def test_predict_before_the_training_data_is_refused(finished, capsys):
     assert main(["predict", str(finished), "--user", "3", "--at", "2009-06-01"]) == EXIT_REFUSED
     assert "before the training data begins (2010-01-01)" in capsys.readouterr().err
+    assert main(["predict", str(finished), "--user", "3", "--at", "2010-13-01"]) == EXIT_REFUSED
+    assert "--at: cannot read '2010-13-01' as a date" in capsys.readouterr().err  # the flag, not "data.at"
     assert main(["predict", str(finished), "--user", "3", "--at", "2010-02-01"]) == 0
 
 

@@ -51,7 +51,8 @@ def to_timestamp(value, key: str) -> int | None:
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise RrnxError(f"data.{key}: cannot read {value!r} as a date; expected e.g. 2013-08-01") from None
+        label = f"data.{key}" if key.isidentifier() else key  # a recipe key, or a flag (--at) or description
+        raise RrnxError(f"{label}: cannot read {value!r} as a date; expected e.g. 2013-08-01") from None
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
     return int(stamp.timestamp())
