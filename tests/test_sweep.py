@@ -92,6 +92,30 @@ def test_unknown_keys_in_a_sweep_file_are_named(tmp_path, capsys):
         load_sweep(write_sweep(tmp_path), [("model.dim", 16)])
 
 
+
+@pytest.mark.parametrize("fields, message", [
+    ({"space": {"model.dim": {"low": 1, "high": 8, "step": 0}}}, "step must be a number > 0 (got 0)"),  # meant 1
+    ({"sampler": {"name": "tpe", "seed": "abc"}}, "sampler.seed: expected an integer, got 'abc'"),  # a traceback
+    ({"enqueue": [{"model.dim": 5}]}, "enqueue: model.dim=5 lies outside space.model.dim (one of [4, 8])"),
+    ({"enqueue": [{"model.lr": 0.5}]}, "enqueue: model.lr=0.5 lies outside space.model.lr (float 0.001..0.03)"),
+])
+def test_values_optuna_would_take_silently_or_fail_on_are_refused_before_any_trial(tmp_path, capsys, fields, message):
+    """A step of 0 ran as a step of 1; an enqueued point outside the space failed its trial with no reason,
+    and the sweep still exited 0."""
+    out = tmp_path / "o"
+    assert main(["sweep", str(write_sweep(tmp_path, **fields)), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_sweep_without_a_budget_writes_no_study(tmp_path, capsys):
+    """The study's journal used to be written before the budget was asked for: the rerun with --n-trials was
+    then told to --resume a study that had never run."""
+    path, out = write_sweep(tmp_path, n_trials=None), tmp_path / "o"
+    assert main(["sweep", str(path), "--out", str(out)]) == 2
+    assert "no budget" in capsys.readouterr().err
+    assert not (out / "study.journal").exists()
+
 def test_space_kinds_and_numbers_written_as_1e_minus_n(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path, sampler="grid", space={
         "model.reg": ["1e-1", "1e-5"], "model.dim": {"low": 20, "high": 60, "step": 20}}))

@@ -70,6 +70,15 @@ class Param:
         raise RecipeError(f"{where}: space.{self.key}: the grid sampler needs a list of values "
                           f"(or an int range without log); got a {self.kind} range")
 
+    def admits(self, value) -> bool:
+        """Whether an enqueued value lies in this key's space (Optuna fails such a trial without saying why)."""
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.kind == "int" and
+                                                                              not isinstance(value, int)):
+            return False
+        return self.low <= value <= self.high
+
     def sample_value(self):
         return self.choices[0] if self.kind == "categorical" else (int(self.low) if self.kind == "int" else self.low)
 
@@ -200,6 +209,8 @@ def parse_param(path: Path, key: str, spec) -> Param:
     kind = spec.get("type") or ("int" if all(isinstance(v, int) for v in (low, high, step or 1)) else "float")
     if kind not in ("int", "float"):
         raise RecipeError(f"{where}: type must be int or float for a range (a list is categorical)")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+        raise RecipeError(f"{where}: step must be a number > 0 (got {step!r})")  # 0 silently meant 1
     log = bool(spec.get("log", False))
     if log and (low <= 0 or step is not None):
         raise RecipeError(f"{where}: a log range needs low > 0 and no step")
@@ -254,6 +265,14 @@ def check_sweep(sweep: Sweep) -> type:
     cls = plan.cls
     make_sampler(sweep)
     make_pruner(sweep)
+    params = {p.key: p for p in sweep.space}
+    for entry in sweep.enqueue:
+        for key, value in entry.items():
+            if not params[key].admits(value):
+                param = params[key]
+                space = (f"one of {param.choices}" if param.kind == "categorical"
+                         else f"{param.kind} {param.low}..{param.high}")
+                raise RecipeError(f"{sweep.path}: enqueue: {key}={value!r} lies outside space.{key} ({space})")
     if sweep.sampler["name"] == "grid":
         grid = sweep.grid()  # raises for ranges the grid cannot enumerate
         for entry in sweep.enqueue:
@@ -283,7 +302,9 @@ def make_sampler(sweep: Sweep, seed_shift: int = 0):
 
     options = {k: v for k, v in sweep.sampler.items() if k != "name"}
     if options.get("seed") is not None:
-        options["seed"] = int(options["seed"]) + seed_shift
+        if isinstance(options["seed"], bool) or not isinstance(options["seed"], int):
+            raise RecipeError(f"{sweep.path}: sampler.seed: expected an integer, got {options['seed']!r}")
+        options["seed"] = options["seed"] + seed_shift
     name = "random" if sweep.sampler["name"] == "grid" else sweep.sampler["name"]
     return _construct(sweep.path, "sampler", getattr(optuna.samplers, SAMPLERS[name]), options)
 

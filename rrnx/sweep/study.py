@@ -53,12 +53,17 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
     out = Path(out) if out else default_out(sweep, study_name)
     local = storage is None
     storage = storage or str(out / "study.journal")
+    budgeted = n_trials or sweep.n_trials or timeout or sweep.timeout or sweep.sampler["name"] == "grid"
+    if not budgeted and not resume and (local or not study_exists(open_storage(storage), study_name)):
+        # a new study without a budget: refused before its journal is written (the rerun with a budget
+        # would otherwise be told to --resume a study that never ran)
+        raise RrnxError(no_budget(sweep))
     out.mkdir(parents=True, exist_ok=True)
     study, created = open_study(sweep, storage, study_name, resume, local)
     budget = resolve_budget(sweep, study, created, n_trials)
     timeout = timeout or sweep.timeout
     if budget is None and timeout is None:
-        raise RrnxError(f"{sweep.path}: no budget: set n_trials or timeout in the sweep file, or pass --n-trials/--timeout")
+        raise RrnxError(no_budget(sweep))
     dead = fail_dead_trials(study)
     if dead:
         say(f"marked trial(s) {', '.join(map(str, dead))} as failed: their worker process is gone")
@@ -76,6 +81,10 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
         raise RrnxError(f"worker(s) {', '.join(failed_workers)} stopped early; the report in {out} covers "
                         f"the trials that ran; continue with --resume {out}")
     return result
+
+
+def no_budget(sweep: Sweep) -> str:
+    return f"{sweep.path}: no budget: set n_trials or timeout in the sweep file, or pass --n-trials/--timeout"
 
 
 def check_data(sweep: Sweep) -> None:
