@@ -187,6 +187,11 @@ def test_diverged_trials_in_a_row_do_not_stop_the_study(tmp_path, capsys, monkey
     assert states(study) == {0: "FAIL", 1: "FAIL", 2: "FAIL", 3: "COMPLETE"}
     assert all("training diverged" in study.trials[k].user_attrs["error"] for k in (0, 1, 2))
     assert "in a row failed" not in capsys.readouterr().err
+    # when no trial completes there is no best setting: the sweep says so and exits non-zero (it exited 0)
+    only_absurd = write_sweep(tmp_path, "absurd", space={"model.lr": [0.01, 1.0e3]}, pruner="none", n_trials=1,
+                              fixed={"trainer.max_epochs": 1}, enqueue=[absurd])
+    assert main(["sweep", str(only_absurd), "--out", str(tmp_path / "absurd"), "--logger.name=none"]) == 2
+    assert "no trial completed (1 failed)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

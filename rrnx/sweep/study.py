@@ -80,6 +80,9 @@ def run_sweep(sweep: Sweep, out: Path | None = None, storage: str | None = None,
     elif failed_workers:
         raise RrnxError(f"worker(s) {', '.join(failed_workers)} stopped early; the report in {out} covers "
                         f"the trials that ran; continue with --resume {out}")
+    if result.n_complete == 0 and result.n_failed > 0:  # no best setting: not a success a script may go on with
+        raise RrnxError(f"no trial completed ({result.n_failed} failed): {out / 'trials.md'} lists them and each "
+                        "trial folder's FAILED file says why")
     return result
 
 
