@@ -63,7 +63,7 @@ def run(args, overrides) -> int:
     if early.any():
         print(f"skipped {int(early.sum()):,} ratings from before the end of training ({data.hparams.test_start})")
         frame = frame[~early]
-    until = to_timestamp(args.until, "until") if args.until else None
+    until = to_timestamp(args.until, "--until") if args.until else None
     fed = frame if until is None else frame[frame["timestamp"] < until]
     held = frame.iloc[:0] if until is None else frame[frame["timestamp"] >= until]
     if until is not None and len(held) == 0:
