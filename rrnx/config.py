@@ -38,7 +38,8 @@ def rrnx_trainer(seed: int = 0, num_threads: int | None = None, early_stopping_p
     """
 
 
-def logger_section(name: Literal[LOGGERS] = "wandb", project: str = "rrnx", mode: str | None = None,
+def logger_section(name: Literal[LOGGERS] = "wandb", project: str = "rrnx",
+                   mode: Literal["offline", "online", "disabled"] | None = None,
                    entity: str | None = None, group: str | None = None, tags: list[str] | None = None,
                    job_type: str | None = None):
     """The experiment logger.

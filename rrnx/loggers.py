@@ -8,6 +8,8 @@ import secrets
 import warnings
 from pathlib import Path
 
+from rrnx.errors import RrnxError
+
 # Lightning's informational chatter (GPU/TPU availability, tips, checkpoint restores) and known
 # upstream deprecation warnings hide what rrnx prints; warnings and errors still come through.
 NOISY_WARNINGS = (r".*LeafSpec.*", r".*does not have many workers.*", r".*smaller than the logging interval.*",
@@ -62,6 +64,25 @@ def wandb_run_id(run_dir: Path) -> str:
 def wandb_mode(spec: dict) -> str:
     """Offline unless the user asks for online in the recipe's `logger:` section or through WANDB_MODE."""
     return spec.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+
+
+def check_logger(spec: dict) -> None:
+    """W&B asked to go online without credentials is one line before any data loads or file is written
+    (W&B raised its UsageError, a traceback, once the run folder had been made)."""
+    if spec.get("name", "wandb") != "wandb" or wandb_mode(spec) != "online":
+        return
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        found = wandb.login(prompt=False)  # reads WANDB_API_KEY, the settings files, ~/.netrc; never prompts
+    except TypeError:  # a wandb without login(prompt=...): it says what is missing when the run starts
+        return
+    except wandb.errors.Error as exc:  # e.g. a WANDB_API_KEY of the wrong form
+        raise RrnxError(f"logger: W&B online: {str(exc).splitlines()[0]}") from None
+    if not found:
+        raise RrnxError("logger: W&B mode online needs an API key (`wandb login`, or WANDB_API_KEY); without one "
+                        "leave logger.mode unset: runs log offline, and `wandb sync` uploads them later")
 
 
 def summary_run(spec: dict, out: Path, job_type: str, name: str, group: str | None = None,

@@ -29,7 +29,7 @@ from rrnx.data.split import format_summary
 from rrnx.distributed import (Role, check_launcher, end_process_group, role_of, share_run, shared_run,
                               trainer_arguments, unshare_run)
 from rrnx.errors import Interrupted, RrnxError
-from rrnx.loggers import finish, log_summary, make_logger, quiet_lightning
+from rrnx.loggers import check_logger, finish, log_summary, make_logger, quiet_lightning
 from rrnx.models.base import VAL_RMSE
 from rrnx.models.pmf import PMF
 from rrnx.config import TRAINER_DEFAULTS, complete_recipe
@@ -134,6 +134,7 @@ def plan_run(recipe: dict) -> Plan:
     trainer_cfg = dict(recipe["trainer"])
     seed, num_threads = trainer_cfg.pop("seed"), trainer_cfg.pop("num_threads")
     patience = trainer_cfg.pop("early_stopping_patience")
+    check_logger(recipe["logger"])
     return Plan(recipe, cls, trainer_cfg, seed, num_threads, patience, check_trainer(trainer_cfg))
 
 

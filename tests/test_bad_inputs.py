@@ -26,6 +26,7 @@ from rrnx.rundir import RunDir
     ("--data.test_start=2010-13-01", "data.test_start: cannot read '2010-13-01' as a date"),  # was a traceback
     ("--data.format=synthetic", "is set, but data.format is synthetic, which generates its ratings"),  # path ignored
     ("--trainer.accelerator=gpu", "trainer: "),
+    ("--logger.mode=nope", "logger.mode: expected one of 'offline', 'online', 'disabled'"),  # was pydantic's
     ("--trainer.accelerator=tpu", "trainer: "),  # torch_xla missing: was a ModuleNotFoundError traceback
 ])
 def test_a_bad_value_is_one_line_and_writes_no_run(tmp_path, capsys, override, message):
@@ -58,6 +59,21 @@ def test_a_recipe_file_without_a_model_name_or_with_a_date_that_is_none_is_one_l
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_wandb_online_without_an_api_key_is_one_line_before_the_run_folder(tmp_path, capsys, monkeypatch):
+    """W&B raised its UsageError (a traceback) once the run folder had been written."""
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no W&B settings file
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    run_dir = tmp_path / "run"
+    argv = ["fit", str(tiny_csv_recipe(tmp_path, logger="wandb")), "--run-dir", str(run_dir), "--logger.mode=online"]
+    assert main(argv) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "W&B mode online needs an API key" in err and len(err.strip().splitlines()) == 1
+    assert not run_dir.exists()
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
