@@ -141,6 +141,18 @@ def test_malformed_labels_are_one_line(tmp_path, capsys, value):
     assert err.count("\n") == 0 and "--labels" in err and "Traceback" not in err, err
 
 
+
+@pytest.mark.parametrize("args, message", [
+    (["--event-date", "2005-13-01"], "--event-date: cannot read '2005-13-01' as a date"),  # was ignored, exit 0
+    (["--shift-date", "nope"], "--shift-date: cannot read 'nope' as a date"),  # was found after the folder was made
+    (["--fluctuation", "-1"], "--fluctuation: must be at least 0"),  # selected every item
+])
+def test_report_options_are_checked_before_anything_is_written(tmp_path, capsys, args, message):
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "nope"), "--no-wandb", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0 and not out.exists()
+
 @pytest.mark.parametrize("sizes", [(2.7e5, 9.2e5), (3.7e6, 7.5e6), (1.2e4, 3e7), (5e5,)])
 def test_size_axis_labels_do_not_collide(sizes):
     """Fig. 1: matplotlib labelled minor log ticks (3x10^5, 4x10^5...) on spans under a decade, overlapping."""

@@ -63,6 +63,11 @@ def run(args, overrides) -> int:
                  "min_bucket_ratings", "dpi"):
         if getattr(args, name) < 1:
             raise RrnxError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(args, name)}")
+    if args.fluctuation < 0:  # a fluctuation is a spread: a negative threshold selected every item silently
+        raise RrnxError(f"--fluctuation: must be at least 0, got {args.fluctuation}")
+    from rrnx.data.split import to_timestamp
+    for flag, value in (("--event-date", args.event_date), ("--shift-date", args.shift_date)):
+        to_timestamp(value, flag)  # a date it cannot read is refused before the report folder is made
     options = ReportOptions(n_users=args.users, n_active_users=args.active_users, items=items,
                             event_date=args.event_date, shift_date=args.shift_date,
                             items_per_group=args.items_per_group, fluctuation_threshold=args.fluctuation,
