@@ -175,6 +175,10 @@ def complete_recipe(recipe: dict) -> tuple[dict, type]:
         value = done["trainer"][key]
         if value is not None and value < 1:
             raise RecipeError(f"trainer.{key}: must be at least 1 (or null), got {value}")
+    if not 0 <= done["trainer"]["seed"] < 2**32:  # what seed_everything accepts: a traceback after the folder was made
+        raise RecipeError(f"trainer.seed: must be in 0..{2**32 - 1}, got {done['trainer']['seed']}")
+    if done["data"].get("seed") is not None and done["data"]["seed"] < 0:
+        raise RecipeError(f"data.seed: must be at least 0, got {done['data']['seed']}")
     return done, cls
 
 

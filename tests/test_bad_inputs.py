@@ -19,6 +19,8 @@ from rrnx.rundir import RunDir
     ("--trainer.max_epochs=abc", "trainer.max_epochs: expected int or null"),
     ("--trainer.seed=abc", "trainer.seed: expected int"),
     ("--trainer.num_threads=-2", "trainer.num_threads: must be at least 1"),
+    ("--trainer.seed=-1", "trainer.seed: must be in 0..4294967295"),  # was numpy's ValueError, a traceback
+    ("--data.seed=-1", "data.seed: must be at least 0"),  # was a traceback
     ("--trainer.max_epochs=0", "trainer.max_epochs: must be at least 1"),  # left a run folder that trained nothing
     ("--data.batch_size=0", "data.batch_size: must be at least 1"),
     ("--data.scale=[1]", "data.scale: expected [min, max]"),
@@ -74,6 +76,19 @@ def test_wandb_online_without_an_api_key_is_one_line_before_the_run_folder(tmp_p
     err = capsys.readouterr().err
     assert "W&B mode online needs an API key" in err and len(err.strip().splitlines()) == 1
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("override", ["--model.item_batch_size=0", "--model.user_batch_size=-1",
+                                      "--model.eval_batch_rows=0", "--model.pretrain_epochs=-1"])
+def test_rrn_sizes_below_their_least_are_one_line(tmp_path, capsys, override):
+    """An item batch of 0 was a ZeroDivisionError in the middle of the first epoch."""
+    run_dir = tmp_path / "run"
+    recipe = tiny_csv_recipe(tmp_path, model="rrn")
+    assert main(["fit", str(recipe), "--run-dir", str(run_dir), override]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    key = override.split("=")[0].removeprefix("--model.")
+    assert f"{key} must be at least" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not RunDir(run_dir).is_run()
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):

@@ -234,6 +234,13 @@ class RRN(RRNStates, RatingModel):
             raise ValueError(f"wallclock must be true, false, user or item; got {wallclock!r}")
         if lstm_kernel not in LSTM_KERNELS:
             raise ValueError(f"lstm_kernel must be one of {', '.join(LSTM_KERNELS)}, got {lstm_kernel!r}")
+        minimum = {"user_batch_size": (user_batch_size, 1), "item_batch_size": (item_batch_size, 1),
+                   "eval_batch_rows": (eval_batch_rows, 1), "eval_batch_ratings": (eval_batch_ratings, 1),
+                   "part_ratings": (part_ratings, 1), "pretrain_epochs": (pretrain_epochs, 0),
+                   "pretrain_patience": (pretrain_patience, 0), "base_epochs": (base_epochs, 1)}
+        for name, (value, least) in minimum.items():
+            if value is not None and value < least:  # a batch size of 0 was a ZeroDivisionError mid-run
+                raise ValueError(f"{name} must be at least {least}, got {value}")
         if base is not None and not biases:
             raise ValueError("base needs biases: true (the stationary part's pre-train is then biased MF on "
                              "the base's residuals)")
