@@ -11,8 +11,10 @@ from rrnx.rundir import RunDir
 
 
 @pytest.mark.parametrize("override, message", [
-    ("--model.dim=-3", "negative dimension"),
-    ("--model.dim=0", "no parameters"),
+    ("--model.dim=-3", "dim must be > 0, got -3"),
+    ("--model.dim=0", "dim must be > 0, got 0"),
+    ("--model.lr=0", "lr must be > 0, got 0"),  # was torch's "Invalid learning rate" traceback at the first step
+    ("--model.reg=-1", "reg must be >= 0, got -1"),  # trained with exit 0
     ("--model.lr=abc", "model.lr: expected float, got 'abc'"),
     ("--model.center=1", "model.center: expected bool"),
     ("--model.reg=.nan", "model.reg: expected float, got nan"),

@@ -54,6 +54,7 @@ class AutoRec(RatingModel):
                  rows_per_batch: int = 128, init_std: float = 0.03):
         super().__init__()
         self.save_hyperparameters()
+        self.check_hparams(positive=("hidden", "lr", "rows_per_batch"), non_negative=("l2", "init_std"))
         self.n_rows, self.n_inputs = (n_items, n_users) if self.side == "item" else (n_users, n_items)
         self.encoder = nn.Parameter(torch.randn(self.n_inputs, hidden) * init_std)  # V^T (N, k)
         self.encoder_bias = nn.Parameter(torch.zeros(hidden))  # mu (k,)

@@ -39,6 +39,16 @@ class RatingModel(L.LightningModule):
         # set by rrnx from the training data; saved in the checkpoint with the weights
         self.register_buffer("rating_range", torch.tensor([-float("inf"), float("inf")]))
 
+    def check_hparams(self, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+        """Saved hyperparameters outside their range, as one ValueError naming the first (the runner reports it
+        in one line before training): a learning rate of 0 was torch's error at the first step, a size of 0
+        or a negative regulariser trained a degenerate model with exit 0."""
+        for names, holds, what in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0")):
+            for name in names:
+                value = self.hparams[name]
+                if value is not None and not holds(value):  # NaN fails both
+                    raise ValueError(f"{name} must be {what}, got {value}")
+
     def set_data_stats(self, rating_range: tuple[float, float], rating_mean: float) -> None:
         """Called by rrnx before training; subclasses may override to use the mean (keep the call)."""
         self.rating_range.copy_(torch.tensor(rating_range, dtype=torch.float32))

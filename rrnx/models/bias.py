@@ -45,6 +45,7 @@ class Bias(RatingModel):
     def __init__(self, n_users: int, n_items: int, reg_user: float = 15.0, reg_item: float = 10.0):
         super().__init__()
         self.save_hyperparameters()
+        self.check_hparams(non_negative=("reg_user", "reg_item"))
         self.automatic_optimization = False  # ALS sweeps, no gradient steps
         self.user_bias = nn.Parameter(torch.zeros(n_users), requires_grad=False)  # b_u (U,)
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=False)  # b_i (I,)

@@ -51,6 +51,7 @@ class BiasedMF(RatingModel):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {optimizer!r})")
         self.save_hyperparameters()
+        self.check_hparams(positive=("dim", "lr"), non_negative=("reg", "bias_reg", "init_std"))
         self.user_bias = nn.Embedding(n_users, 1, sparse=True)  # b_u (U, 1)
         self.item_bias = nn.Embedding(n_items, 1, sparse=True)  # b_i (I, 1)
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # p_u (U, k)

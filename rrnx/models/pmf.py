@@ -41,6 +41,7 @@ class PMF(RatingModel):
                  center: bool = True, init_std: float = 0.1, biases: bool = False):
         super().__init__()
         self.save_hyperparameters()
+        self.check_hparams(positive=("dim", "lr"), non_negative=("reg", "init_std"))
         self.user_factors = nn.Embedding(n_users, dim, sparse=True)  # (U, k)
         self.item_factors = nn.Embedding(n_items, dim, sparse=True)  # (I, k)
         nn.init.normal_(self.user_factors.weight, std=init_std)

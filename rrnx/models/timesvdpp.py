@@ -82,6 +82,8 @@ class TimeSVDpp(RatingModel):
                  baseline_init: bool = False):
         super().__init__()
         self.save_hyperparameters()
+        self.check_hparams(positive=("dim", "lr", "n_bins"), non_negative=("reg", "time_reg", "beta", "init_std",
+                                                                           "bias_reg", "bias_reg_user", "bias_reg_item"))
         self.user_bias = scalar_table(n_users)  # b_u (U, 1)
         self.user_drift = scalar_table(n_users)  # alpha_u (U, 1)
         self.user_scale = scalar_table(n_users, 1.0)  # c_u (U, 1)

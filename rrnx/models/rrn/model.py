@@ -245,6 +245,8 @@ class RRN(RRNStates, RatingModel):
             raise ValueError("base needs biases: true (the stationary part's pre-train is then biased MF on "
                              "the base's residuals)")
         self.save_hyperparameters()
+        self.check_hparams(positive=("dim", "lr", "hidden", "embed_dim", "dynamic_dim", "layers", "net_lr"),
+                           non_negative=("reg", "net_weight_decay", "stationary_lr", "init_std", "bias_reg"))
         self.automatic_optimization = False
         self.base_model = build_base(base, n_users, n_items)  # None: eq. (7) alone
         def network(n_other: int, side: str) -> SideNetwork:
