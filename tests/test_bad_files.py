@@ -52,6 +52,22 @@ def test_a_binary_file_is_refused_in_one_short_line(tmp_path, format):
     assert "\x00" not in text and "\x1f" not in text  # control bytes are escaped, never printed raw
 
 
+
+def test_a_parquet_file_read_as_csv_is_one_line(tmp_path):
+    """Its header line was listed as 1,254 characters of column names, or (with a carriage return in it) the csv
+    module's header reader raised: a traceback."""
+    path = tmp_path / "ratings.parquet"
+    pd.DataFrame({"user": [1, 2], "item": [3, 4], "rating": [5.0, 4.0], "timestamp": [10, 20]}).to_parquet(path)
+    with pytest.raises(DataError) as error:
+        read_ratings(path, format="csv", progress=False)
+    text = str(error.value)
+    assert text.startswith("ratings.parquet:1: a NUL byte: this is a binary file") and "\n" not in text
+    assert len(text) < 400
+    carriage = tmp_path / "cr.csv"
+    carriage.write_bytes(b"user,item\r,rating,timestamp\n1,2,3,4\n")
+    with pytest.raises(DataError, match=r"^cr.csv:1: not a ','-separated text header"):
+        read_ratings(carriage, format="csv", progress=False)
+
 def test_file_content_in_messages_is_cut_to_a_printable_excerpt(tmp_path):
     secret = "SECRET=" + "s" * 500
     path = tmp_path / "environ"

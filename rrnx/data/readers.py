@@ -324,10 +324,17 @@ def _check_header(path: Path, sep: str, expected: list[str]) -> None:
 
 
 def _header(path: Path, sep: str) -> list[str]:
-    first = _head(path, 2**16).split(b"\n", 1)[0].decode("utf-8", "replace")
+    raw = _head(path, 2**16).split(b"\n", 1)[0]
+    if b"\0" in raw:  # as _read_text says of the whole file, before the header's garbage is listed as columns
+        raise DataError(f"{path.name}:1: a NUL byte: this is a binary file, not a text ratings file")
+    first = raw.decode("utf-8", "replace")
     if not first.strip():
         raise DataError(f"{path.name}:1: expected a header line naming the columns, got an empty line")
-    return next(csv.reader([first.rstrip("\r\n")], delimiter=sep))
+    try:
+        return next(csv.reader([first.rstrip("\r\n")], delimiter=sep))
+    except csv.Error as error:  # a stray carriage return: a binary file (parquet, gzip) read as csv
+        raise DataError(f"{path.name}:1: not a '{sep}'-separated text header ({error}): "
+                        f"'{excerpt(first)}'") from None
 
 
 def _csv(path: Path, columns: dict | None, sep: str | None, scale, progress) -> pd.DataFrame:
