@@ -68,6 +68,14 @@ def test_a_parquet_file_read_as_csv_is_one_line(tmp_path):
     with pytest.raises(DataError, match=r"^cr.csv:1: not a ','-separated text header"):
         read_ratings(carriage, format="csv", progress=False)
 
+
+def test_a_columns_mapping_written_without_spaces_gets_a_hint(tmp_path):
+    """--data.columns={user:uid} is one YAML key, 'user:uid', with no value: the error now says so."""
+    path = tmp_path / "r.csv"
+    path.write_text("uid,mid,stars,ts\n1,2,3,4\n")
+    with pytest.raises(DataError, match="write a space after each colon"):
+        read_ratings(path, format="csv", columns={"user:uid": None, "item:mid": None}, progress=False)
+
 def test_file_content_in_messages_is_cut_to_a_printable_excerpt(tmp_path):
     secret = "SECRET=" + "s" * 500
     path = tmp_path / "environ"

@@ -357,7 +357,9 @@ def _mapping(columns: dict | None, found: list[str], path: Path) -> dict[str, st
     """canonical name -> the file's column; names not mapped are looked up as themselves."""
     unknown = sorted(set(columns or {}) - set(CANONICAL_COLUMNS))
     if unknown:
-        raise DataError(f"columns: unknown canonical name(s) {unknown}; valid keys: {list(CANONICAL_COLUMNS)}")
+        hint = ("; YAML reads {user:uid} as one key: write a space after each colon, {user: uid, item: mid}"
+                if any(":" in str(name) for name in unknown) else "")
+        raise DataError(f"columns: unknown canonical name(s) {unknown}; valid keys: {list(CANONICAL_COLUMNS)}{hint}")
     mapping = {name: (columns or {}).get(name, name) for name in CANONICAL_COLUMNS}
     missing = [f"{name}->{column!r}" for name, column in mapping.items() if column not in found]
     if missing:
