@@ -76,6 +76,14 @@ def test_a_columns_mapping_written_without_spaces_gets_a_hint(tmp_path):
     with pytest.raises(DataError, match="write a space after each colon"):
         read_ratings(path, format="csv", columns={"user:uid": None, "item:mid": None}, progress=False)
 
+
+def test_a_file_with_another_separator_gets_a_hint(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("user;item;rating;timestamp\n1;2;3;4\n")
+    with pytest.raises(DataError, match="looks ';'-separated: set data.sep"):
+        read_ratings(path, format="csv", progress=False)
+    assert len(read_ratings(path, format="csv", sep=";", progress=False)) == 1
+
 def test_file_content_in_messages_is_cut_to_a_printable_excerpt(tmp_path):
     secret = "SECRET=" + "s" * 500
     path = tmp_path / "environ"

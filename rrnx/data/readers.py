@@ -363,9 +363,11 @@ def _mapping(columns: dict | None, found: list[str], path: Path) -> dict[str, st
     mapping = {name: (columns or {}).get(name, name) for name in CANONICAL_COLUMNS}
     missing = [f"{name}->{column!r}" for name, column in mapping.items() if column not in found]
     if missing:
+        other = next((c for c in (";", "\t", "|") if len(found) == 1 and c in str(found[0])), None)
+        fix = (f"the file looks {other!r}-separated: set data.sep (--data.sep='{other}')" if other else
+               "pass columns={'user': ..., 'item': ..., 'rating': ..., 'timestamp': ...}")
         raise DataError(f"{path.name}: column(s) {', '.join(missing)} not in the file; "
-                        f"its columns are {excerpt(found)}; "
-                        f"pass columns={{'user': ..., 'item': ..., 'rating': ..., 'timestamp': ...}}")
+                        f"its columns are {excerpt(found)}; {fix}")
     return mapping
 
 
