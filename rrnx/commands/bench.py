@@ -55,7 +55,7 @@ def run(args, overrides) -> int:
         raise RrnxError(f"--preset: unknown preset {args.preset!r}; valid: {', '.join(PRESETS)}")
     for flag, value in (("--epochs", args.epochs), ("--threads", args.threads),
                         ("--user-batch-size", args.user_batch_size), ("--item-batch-size", args.item_batch_size)):
-        if value is not None and value < 1:  # 0 would silently mean the default, a negative size a crash mid-run
+        if value is not None and value < 1:  # 0 silently meant the default; a negative size reached the model
             raise RrnxError(f"{flag} must be at least 1, got {value}")
     model_args = recipe_settings(args.recipe) if args.recipe else {"user_batch_size": 4096, "item_batch_size": 512}
     model_args.update({k: v for k, v in (("user_batch_size", args.user_batch_size),

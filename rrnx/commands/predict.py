@@ -56,7 +56,7 @@ def run(args, overrides) -> int:
     user, unknown = to_index(split.user_ids, [args.user], "user")
     if unknown:
         raise RrnxError(f"--user {args.user}: no such user in the training data of {args.run_dir}")
-    at = to_timestamp(args.at, "--at") if args.at else to_timestamp(data.hparams.test_start, "test_start")
+    at = to_timestamp(args.at, "--at") if args.at else to_timestamp(data.hparams.test_start, "data.test_start")
     first = int(split.train["timestamp"].min())
     if at < first:  # no state exists before the first training step: the answer would be made up
         raise RrnxError(f"--at {args.at}: before the training data begins "

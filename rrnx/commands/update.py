@@ -58,7 +58,7 @@ def run(args, overrides) -> int:
                         "only RRN learns a transition function (Section 4.5)")
     frame = load_ratings(args.new_ratings, args.format, cache_dir=data.cache_dir, progress=False)
     frame = known_ratings(frame, data.split, print)
-    test_start = to_timestamp(data.hparams.test_start, "test_start")
+    test_start = to_timestamp(data.hparams.test_start, "data.test_start")
     early = frame["timestamp"].to_numpy() < test_start
     if early.any():
         print(f"skipped {int(early.sum()):,} ratings from before the end of training ({data.hparams.test_start})")

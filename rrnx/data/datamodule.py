@@ -177,7 +177,7 @@ class TemporalDataModule:
         release_heap_memory()  # the split's freed temporaries leave the process (glibc keeps them otherwise)
         split_seconds = time.perf_counter() - start
         train = self.split.train
-        origin = to_timestamp(hp.train_start, "train_start") or int(train["timestamp"].min())
+        origin = to_timestamp(hp.train_start, "data.train_start") or int(train["timestamp"].min())
         self.user_granularity = Granularity.parse(hp.user_granularity, origin, "user_granularity")
         self.item_granularity = Granularity.parse(hp.item_granularity, origin, "item_granularity")
         u, i = train["user_idx"].to_numpy(), train["item_idx"].to_numpy()

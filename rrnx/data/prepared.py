@@ -81,9 +81,9 @@ def lineage_key(source: str, settings: dict) -> str:
 
 def _what_is_prepared(source: str, settings: dict) -> dict:
     return {"source": source,
-            "train_start": to_timestamp(settings.get("train_start"), "train_start"),
-            "test_start": to_timestamp(settings.get("test_start"), "test_start"),
-            "test_end": to_timestamp(settings.get("test_end"), "test_end"),
+            "train_start": to_timestamp(settings.get("train_start"), "data.train_start"),
+            "test_start": to_timestamp(settings.get("test_start"), "data.test_start"),
+            "test_end": to_timestamp(settings.get("test_end"), "data.test_end"),
             "seed": settings.get("seed"),
             "user_granularity": str(settings.get("user_granularity")).strip(),
             "item_granularity": str(settings.get("item_granularity")).strip()}

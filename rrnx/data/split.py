@@ -43,7 +43,8 @@ class Split:
 
 
 def to_timestamp(value, key: str) -> int | None:
-    """A recipe date ('2013-08-01', a datetime or unix seconds) as unix seconds UTC; None stays None."""
+    """A recipe date ('2013-08-01', a datetime or unix seconds) as unix seconds UTC; None stays None. `key`
+    names the value in the error (data.test_start, --at)."""
     if value is None:
         return None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -51,8 +52,7 @@ def to_timestamp(value, key: str) -> int | None:
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError):
-        label = f"data.{key}" if key.isidentifier() else key  # a recipe key, or a flag (--at) or description
-        raise RrnxError(f"{label}: cannot read {value!r} as a date; expected e.g. 2013-08-01") from None
+        raise RrnxError(f"{key}: cannot read {value!r} as a date; expected e.g. 2013-08-01") from None
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
     return int(stamp.timestamp())
@@ -65,9 +65,9 @@ def _iso(ts: int) -> str:
 def time_split(ratings: pd.DataFrame, test_start, train_start=None, test_end=None,
                seed: int = 0, source: str = "data") -> Split:
     """Split the canonical table at `test_start`; see the module docstring for the protocol."""
-    t_train = to_timestamp(train_start, "train_start")
-    t_test = to_timestamp(test_start, "test_start")
-    t_end = to_timestamp(test_end, "test_end")
+    t_train = to_timestamp(train_start, "data.train_start")
+    t_test = to_timestamp(test_start, "data.test_start")
+    t_end = to_timestamp(test_end, "data.test_end")
     if t_test is None:
         raise RrnxError("data.test_start is required: the date where training ends and the test period begins")
     if t_train is not None and t_train >= t_test:

@@ -305,7 +305,7 @@ class RRN(RRNStates, RatingModel):
         if self.base_model is not None:
             self.base_model.attach(data)
         from rrnx.data.split import to_timestamp
-        self._test_start = to_timestamp(data.hparams.test_start, "test_start")
+        self._test_start = to_timestamp(data.hparams.test_start, "data.test_start")
         self._clear_states()
 
     def _apply(self, fn, *args, **kwargs):
