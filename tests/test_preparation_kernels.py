@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rrnx.data import parallel
-from rrnx.data.ordering import first_occurrences, stable_order
+from rrnx.data.ordering import chosen_mask, first_occurrences, stable_order
 from rrnx.data.steps import DAY
 
 
@@ -107,3 +107,26 @@ def test_step_of_by_day_table_matches_the_exact_steps(text, monkeypatch):
     assert np.array_equal(granularity.step_of(ts), granularity._step_of(ts))
     off_midnight = Granularity(granularity.count, granularity.unit, granularity.origin + 3600)
     assert np.array_equal(off_midnight.step_of(ts), off_midnight._step_of(ts))  # the exact path
+
+
+@pytest.mark.parametrize("population,size", [
+    (20_000, 15_000), (20_001, 401), (123_457, 100_000), (50_000, 50_000), (300_007, 290_000),  # tail shuffle
+    (20_000, 400), (9_000, 8_000), (5, 0)])  # Floyd's algorithm: choice itself
+def test_chosen_mask_is_choice_sorted_and_leaves_the_generator_where_choice_does(population, size):
+    for seed in range(3):
+        expected_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        expected = np.sort(expected_rng.choice(population, size=size, replace=False))
+        mask = chosen_mask(rng, population, size)
+        assert mask.dtype == bool and len(mask) == population
+        assert np.array_equal(np.flatnonzero(mask), expected)
+        assert np.array_equal(rng.integers(0, 2**62, 4), expected_rng.integers(0, 2**62, 4))
+
+
+def test_chosen_mask_draws_the_same_stream_in_chunks(monkeypatch):
+    import rrnx.data.ordering as ordering
+
+    monkeypatch.setattr(ordering, "SWAP_CHUNK", 1000)  # 290 chunks, the last one short
+    expected_rng, rng = np.random.default_rng(7), np.random.default_rng(7)
+    expected = np.sort(expected_rng.choice(300_007, size=290_000, replace=False))
+    assert np.array_equal(np.flatnonzero(ordering.chosen_mask(rng, 300_007, 290_000)), expected)
+    assert rng.random() == expected_rng.random()

@@ -1,5 +1,5 @@
 """Stable orders of large integer keys, the preparation's sorts (the generator's pair de-duplication,
-the bucketing's (entity, step) order).
+the bucketing's (entity, step) order), and the generator's subsample (`chosen_mask`).
 
 `np.argsort(key, kind="stable")` on int64 runs numpy's timsort over the keys and their positions; an
 unstable `np.sort` of one int64 per element runs numpy's SIMD quicksort (AVX-512 / AVX2). On 30M
@@ -52,3 +52,45 @@ def first_occurrences(key: np.ndarray, consume: bool = False) -> np.ndarray:
     starts = np.ones(len(order), dtype=bool)
     np.not_equal(sorted_key[1:], sorted_key[:-1], out=starts[1:])
     return order[starts]
+
+
+SWAP_CHUNK = 1 << 22  # draws per chunk of `chosen_mask`'s swap positions (32 MB of int64)
+
+
+def chosen_mask(rng: np.random.Generator, population: int, size: int) -> np.ndarray:
+    """A boolean mask of `population` entries whose True positions are
+    `np.sort(rng.choice(population, size, replace=False))`, leaving `rng` in the state that call leaves it:
+    the same random stream, without `choice`'s swaps.
+
+    For size > population // 50 (and population > 10000) numpy's `choice` runs a partial Fisher-Yates
+    shuffle from the tail of arange(population): for i = n-1 down to first = max(n - size, 1) it draws
+    j_i in [0, i] (Lemire's bounded integers, what `rng.integers(0, i, endpoint=True)` draws) and swaps
+    positions i and j_i; it returns what ends in positions n - size .. n-1, with no further draw. Those
+    100M dependent swaps at Netflix-full scale are random reads of an 0.8 GB array, one at a time. Here
+    the draws are made in chunks and only the n - size positions *not* chosen are traced: position p
+    ends holding the value that was at the last position written into it. Its last writer is the
+    smallest i > p with j_i = p, and what that position held before its own swap comes the same way
+    from its own last writer, so p's final value is where the chain p -> writer -> writer's writer ...
+    ends. The chains are short (16 steps at most at Netflix-full scale). Elsewhere (Floyd's algorithm)
+    this calls `choice` itself. tests/test_preparation_kernels.py checks both against `choice`."""
+    if not (population > 10000 and size > population // 50 and size <= population):
+        mask = np.zeros(population, dtype=bool)
+        mask[rng.choice(population, size=size, replace=False)] = True
+        return mask
+    first = max(population - size, 1)
+    writer = np.full(population, population, dtype=index_dtype(population + 1))  # population: no writer
+    for hi in range(population - 1, first - 1, -SWAP_CHUNK):
+        i = np.arange(hi, max(hi - SWAP_CHUNK, first - 1), -1, dtype=np.int64)  # the swap steps, in order
+        j = rng.integers(0, i, endpoint=True)  # (chunk,) the positions they swap with
+        i[j == i] = population  # a swap with itself writes nothing
+        np.minimum.at(writer, j, i.astype(writer.dtype))  # the last write into j is the smallest i
+    end = np.arange(population - size, dtype=np.int64)  # positions not chosen -> the ends of their chains
+    open_ = np.arange(len(end))
+    while len(open_):
+        step = writer[end[open_]]
+        more = step < population
+        open_ = open_[more]
+        end[open_] = step[more]
+    mask = np.ones(population, dtype=bool)
+    mask[end] = False
+    return mask

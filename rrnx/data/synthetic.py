@@ -22,7 +22,7 @@ import pandas as pd
 
 from rrnx.data import parallel
 from rrnx.data.cache import read_parquet, release_arrow_memory, write_atomic
-from rrnx.data.ordering import first_occurrences
+from rrnx.data.ordering import chosen_mask, first_occurrences
 from rrnx.errors import RecipeError
 
 GENERATOR_VERSION = 1  # recorded in the truth file
@@ -367,16 +367,17 @@ def _sample_events(rng, world: _World, n_ratings: int, days: int, eff: dict):
     if len(events[0]) < n_ratings:
         raise RecipeError(f"synthetic: could not place n_ratings={n_ratings} distinct (user, item) pairs; "
                           "lower n_ratings or raise n_users/n_items")
-    _keep(events, rng.choice(len(events[0]), size=n_ratings, replace=False))
+    _keep(events, mask=chosen_mask(rng, len(events[0]), n_ratings))  # rng.choice's subsample, sorted
     return tuple(events)
 
 
-def _keep(arrays: list, index: np.ndarray) -> None:
-    """arrays[k] = arrays[k][np.sort(index)] for each k (`index` distinct): a mask instead of the sort, the
-    rows copied chunk by chunk on the preparation's threads, one array at a time (each source freed
-    before the next copy)."""
-    mask = np.zeros(len(arrays[0]), dtype=bool)
-    mask[index] = True
+def _keep(arrays: list, index: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+    """arrays[k] = arrays[k][np.sort(index)] for each k (`index` distinct), or arrays[k][mask]: a mask
+    instead of the sort, the rows copied chunk by chunk on the preparation's threads, one array at a time
+    (each source freed before the next copy)."""
+    if mask is None:
+        mask = np.zeros(len(arrays[0]), dtype=bool)
+        mask[index] = True
     for k in range(len(arrays)):
         arrays[k] = parallel.compress([arrays[k]], mask)[0]
 
