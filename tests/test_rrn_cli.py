@@ -79,6 +79,28 @@ def test_predict_unknown_ids_are_errors(run_dir, capsys):
     assert "no such user" in capsys.readouterr().err
     assert main(["predict", str(run_dir), "--user", "103", "--item", "42"]) == 2
     assert "unknown item id(s) 42" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), "--user", "103", "--item", "abc", "500"]) == 2
+    assert "unknown item id(s) abc (" in capsys.readouterr().err  # was reported as -1
+
+
+def test_update_with_nothing_to_feed_is_one_line(run_dir, tmp_path, capsys):
+    """Every user unknown (an empty remainder was a TypeError traceback), string ids against a model with
+    integer ids (a ValueError traceback), every rating before the end of training (fed 0, exit 0)."""
+    new = tiny_ratings()
+    late = new["timestamp"] >= pd.Timestamp("2005-03-22", tz="UTC").timestamp()
+    files = {"unknown": new[late].assign(user=new["user"] + 10**7),
+             "strings": new[late].assign(user="u" + new["user"].astype(str)),
+             "early": new[~late]}
+    for name, frame in files.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        assert main(["update", str(run_dir), str(tmp_path / f"{name}.csv")]) == 2, name
+        captured = capsys.readouterr()
+        assert "no rating left to feed or predict" in captured.err and "Traceback" not in captured.err
+        assert len(captured.err.strip().splitlines()) == 1
+        assert "fed " not in captured.out
+        skipped = {"unknown": "users unknown to the model: 1000", "strings": "users unknown to the model: u",
+                   "early": "from before the end of training"}[name]
+        assert skipped in captured.out, captured.out  # the string ids were listed as -1
 
 
 def test_update_feeds_new_ratings_and_scores_the_rest(run_dir, tmp_path, capsys):

@@ -22,16 +22,16 @@ def add_arguments(parser) -> None:
 def to_index(ids: np.ndarray, values, what: str) -> tuple[np.ndarray, list]:
     """Contiguous indices of original ids (`ids` sorted, as Split.user_ids/item_ids); returns
     (indices of the known ones, the unknown values)."""
-    values = np.asarray(values)
+    given = np.asarray(values)
     if ids.dtype.kind in "iu":
-        as_int = np.array([_as_int(v) for v in values.tolist()], dtype=object)
-        known_type = np.array([v is not None for v in as_int])
+        as_int = np.array([_as_int(v) for v in given.tolist()], dtype=object)
+        known_type = np.array([v is not None for v in as_int], dtype=bool)  # (empty: bool, not float)
         values = np.where(known_type, as_int, -1).astype(np.int64)
     else:
-        values, known_type = values.astype(str), np.ones(len(values), bool)
+        values, known_type = given.astype(str), np.ones(len(given), bool)
     pos = np.clip(np.searchsorted(ids, values), 0, max(len(ids) - 1, 0))
     known = known_type & (ids[pos] == values) if len(ids) else np.zeros(len(values), bool)
-    return pos[known], values[~known].tolist()
+    return pos[known], given[~known].tolist()  # the unknown ones as given ('abc', not the -1 it stood for)
 
 
 def _as_int(value):

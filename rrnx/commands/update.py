@@ -63,6 +63,9 @@ def run(args, overrides) -> int:
     if early.any():
         print(f"skipped {int(early.sum()):,} ratings from before the end of training ({data.hparams.test_start})")
         frame = frame[~early]
+    if len(frame) == 0:  # fed nothing, predicted nothing: exit 0 would read as a done update
+        raise RrnxError(f"{args.new_ratings}: no rating left to feed or predict (each was skipped above: "
+                        "a user or item unknown to the model, or from before the end of training)")
     until = to_timestamp(args.until, "--until") if args.until else None
     fed = frame if until is None else frame[frame["timestamp"] < until]
     held = frame.iloc[:0] if until is None else frame[frame["timestamp"] >= until]
