@@ -199,3 +199,18 @@ def test_bench_reads_the_generated_data_from_the_cache_on_a_rerun(capsys):
     assert "read from the cache" not in runs[2][0]
     rmse = [run[1].split("val RMSE ")[1].split(")")[0] for run in runs]
     assert rmse[0] == rmse[1] == rmse[2]
+
+
+def test_update_on_another_rating_scale_warns_or_is_refused_by_a_declared_scale(run_dir, tmp_path, capsys):
+    new = tiny_ratings()
+    new = new[new["timestamp"] >= pd.Timestamp("2005-03-22", tz="UTC").timestamp()].assign(rating=10.0)
+    new.to_csv(tmp_path / "ten.csv", index=False)
+    assert main(["update", str(run_dir), str(tmp_path / "ten.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"of {len(new):,} ratings lie outside the training ratings' range" in err and "(e.g. 10)" in err
+    declared = recipe(tmp_path, epochs=1)
+    declared["data"]["scale"] = [1, 5]
+    fit(declared, tmp_path / "declared", quiet=True)
+    assert main(["update", str(tmp_path / "declared"), str(tmp_path / "ten.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "outside the declared scale 1..5" in err and len(err.strip().splitlines()) == 1

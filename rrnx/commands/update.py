@@ -42,6 +42,19 @@ def known_ratings(frame, split, say):
     return frame
 
 
+def warn_off_scale(frame, path, rating_range) -> None:
+    """One warning line when new ratings lie outside the training ratings' range (a file on another scale,
+    say 1-10 against a model trained on 1-5, would be fed and scored as if it were on the model's)."""
+    import sys
+
+    low, high = rating_range
+    off = (frame["rating"] < low) | (frame["rating"] > high)
+    if off.any():
+        example = float(frame["rating"][off].iloc[0])
+        print(f"warning: {path}: {int(off.sum()):,} of {len(frame):,} ratings lie outside the training ratings' "
+              f"range {low:g}..{high:g} (e.g. {example:g}): is the file on the model's scale?", file=sys.stderr)
+
+
 def run(args, overrides) -> int:
     import torch
 
@@ -56,7 +69,9 @@ def run(args, overrides) -> int:
     if not hasattr(model, "advance"):
         raise RrnxError(f"{args.run_dir}: model {recipe['model']['name']!r} has no states to update; "
                         "only RRN learns a transition function (Section 4.5)")
-    frame = load_ratings(args.new_ratings, args.format, cache_dir=data.cache_dir, progress=False)
+    frame = load_ratings(args.new_ratings, args.format, scale=data.hparams.scale, cache_dir=data.cache_dir,
+                         progress=False)  # a declared data.scale refuses what lies outside it, naming the row
+    warn_off_scale(frame, args.new_ratings, data.rating_range)
     frame = known_ratings(frame, data.split, print)
     test_start = to_timestamp(data.hparams.test_start, "data.test_start")
     early = frame["timestamp"].to_numpy() < test_start
