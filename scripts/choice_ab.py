@@ -3,14 +3,19 @@ alternating in one process, at Netflix-full size:
 
     python scripts/choice_ab.py
 """
+
 import time
+
 import numpy as np
+
 from rrnx.data.ordering import chosen_mask
+
 
 def before(rng, n, size):
     mask = np.zeros(n, dtype=bool)
     mask[rng.choice(n, size=size, replace=False)] = True
     return mask
+
 
 n, size = 110_000_000, 100_400_000
 for r in range(3):

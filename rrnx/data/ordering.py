@@ -66,12 +66,12 @@ def chosen_mask(rng: np.random.Generator, population: int, size: int) -> np.ndar
     shuffle from the tail of arange(population): for i = n-1 down to first = max(n - size, 1) it draws
     j_i in [0, i] (Lemire's bounded integers, what `rng.integers(0, i, endpoint=True)` draws) and swaps
     positions i and j_i; it returns what ends in positions n - size .. n-1, with no further draw. Those
-    100M dependent swaps at Netflix-full scale are random reads of an 0.8 GB array, one at a time. Here
+    100M dependent swaps at Netflix-full scale are random reads of a 0.9 GB array, one at a time. Here
     the draws are made in chunks and only the n - size positions *not* chosen are traced: position p
     ends holding the value that was at the last position written into it. Its last writer is the
     smallest i > p with j_i = p, and what that position held before its own swap comes the same way
     from its own last writer, so p's final value is where the chain p -> writer -> writer's writer ...
-    ends. The chains are short (16 steps at most at Netflix-full scale). Elsewhere (Floyd's algorithm)
+    ends. Each step of a chain moves to a later position, so the chains are short. Elsewhere (Floyd's algorithm)
     this calls `choice` itself. tests/test_preparation_kernels.py checks both against `choice`."""
     if not (population > 10000 and size > population // 50 and size <= population):
         mask = np.zeros(population, dtype=bool)
